@@ -1,0 +1,180 @@
+"""Corpus to embedding folder: streamed, sharded, resumable.
+
+The job reads the inputs in chunks, embeds each chunk and appends it to the current shard;
+memory is bounded by one chunk whatever the corpus size. After each finished shard the
+manifest is rewritten, so a crash or Ctrl-C loses at most the shard in progress. A rerun with
+the same settings re-reads the input, checks that the lines behind every finished shard are
+unchanged (by a hash of their text recorded in the manifest), and encodes from the first
+missing shard; a rerun with another model, other settings or changed input refuses.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from bitextmine import __version__
+from bitextmine.corpus import Errors, Line, ReadStats, check_input, input_identity, iter_lines
+from bitextmine.encode import Encoder
+from bitextmine.errors import InputError, MismatchError
+from bitextmine.store import FORMAT, FORMAT_VERSION, MANIFEST, ShardWriter, read_manifest, schema, verify_shard, write_json_atomic
+
+Progress = Callable[[int], None]
+
+
+@dataclass
+class EncodeOptions:
+    shard_size: int = 250_000  # sentences per shard file (~190 MB at 384 dims)
+    chunk_size: int = 8_192  # sentences read and embedded at a time (bounds memory)
+    id_column: bool = False  # lines are "id<TAB>sentence"
+    errors: Errors = Errors.STRICT  # invalid UTF-8 handling
+    overwrite: bool = False  # discard an existing folder instead of resuming
+
+
+@dataclass
+class EncodeSummary:
+    out: str
+    sentences: int
+    shards: int
+    resumed_shards: int  # shards found finished and kept
+    seconds: float  # wall time of this run
+    encoded: int  # sentences embedded by this run
+    truncated: int
+    read: dict = field(default_factory=dict)
+
+    @property
+    def sentences_per_second(self) -> float:
+        return self.encoded / self.seconds if self.seconds > 0 else 0.0
+
+
+def _settings(encoder: Encoder, inputs: list[str], opts: EncodeOptions) -> dict:
+    lm = encoder.lm
+    return {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "fingerprint": lm.fingerprint,
+        "model": lm.source,
+        "recipe": asdict(lm.recipe),
+        "dim": encoder.dim,
+        "dtype": "float16",
+        "inputs": [input_identity(p) for p in inputs],
+        "id_column": opts.id_column,
+        "errors": opts.errors.value,
+        "shard_size": opts.shard_size,
+    }
+
+
+def _check_resumable(old: dict, new: dict, out: Path) -> None:
+    """Raise MismatchError saying what differs between an existing folder and this run."""
+    hint = f"use another --out folder or --overwrite to discard {out}"
+    if old["fingerprint"] != new["fingerprint"]:
+        raise MismatchError(f"{out} holds embeddings of another model ({old['model']}, fingerprint {old['fingerprint']}); {hint}")
+    for key in ("id_column", "errors", "shard_size", "dim"):
+        if old.get(key) != new.get(key):
+            raise MismatchError(f"{out} was encoded with {key}={old.get(key)}, this run has {key}={new.get(key)}; {hint}")
+    if len(old["inputs"]) != len(new["inputs"]):
+        raise MismatchError(f"{out} was encoded from {len(old['inputs'])} inputs, this run has {len(new['inputs'])}; {hint}")
+    for a, b in zip(old["inputs"], new["inputs"]):
+        if a != b:
+            what = "another file" if a.get("path") != b.get("path") else "the file changed since (size or modification time)"
+            raise MismatchError(f"input {b['path']}: {what} than the one encoded into {out}; {hint}")
+
+
+def feed_lines(h: "hashlib._Hash", lines: list[Line]) -> None:
+    """Add lines (with their positions and ids) to a running hash; chunking does not change the digest."""
+    for ln in lines:
+        h.update(f"{ln.input}\t{ln.line}\t{ln.id or ''}\t{ln.text}\n".encode())
+
+
+def lines_hash(lines: list[Line]) -> str:
+    h = hashlib.sha256()
+    feed_lines(h, lines)
+    return h.hexdigest()
+
+
+def _take(it: Iterator[Line], n: int) -> list[Line]:
+    return list(itertools.islice(it, n))
+
+
+def encode_corpus(
+    inputs: list[str],
+    out: str | Path,
+    encoder: Encoder,
+    opts: EncodeOptions | None = None,
+    *,
+    progress: Progress | None = None,
+) -> EncodeSummary:
+    """Embed every sentence of ``inputs`` into the folder ``out`` (see module docstring)."""
+    opts = opts or EncodeOptions()
+    if not inputs:
+        raise InputError("no input given")
+    if opts.shard_size < 1 or opts.chunk_size < 1:
+        raise InputError("--shard-size must be at least 1")
+    for p in inputs:
+        check_input(p)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a folder")
+    new = _settings(encoder, inputs, opts)
+    old = read_manifest(out) if out.is_dir() else None
+    if old is not None and opts.overwrite:
+        shutil.rmtree(out)
+        old = None
+    elif old is None and out.is_dir() and any(out.iterdir()) and not opts.overwrite:
+        raise InputError(f"{out}: folder exists, is not empty and holds no embeddings; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    done: list[dict] = []
+    if old is not None:
+        _check_resumable(old, new, out)
+        done = old["shards"]
+        for entry in done:
+            verify_shard(out, entry)
+    for stale in out.glob("*.tmp"):
+        stale.unlink()
+
+    t0 = time.perf_counter()
+    stats = ReadStats()
+    lines = iter_lines(inputs, id_column=opts.id_column, errors=opts.errors, stats=stats)
+    for i, entry in enumerate(done):
+        got = _take(lines, entry["rows"])
+        if len(got) != entry["rows"] or lines_hash(got) != entry["input_sha256"]:
+            raise MismatchError(f"the input lines behind {out / entry['file']} changed since it was written; use another --out or --overwrite")
+        if progress:
+            progress(len(got))
+    resumed = len(done)
+    sch = schema(encoder.dim, opts.id_column, encoder.lm.fingerprint)
+    encoded = 0
+    truncated0 = encoder.stats.truncated
+    shards = list(done)
+    write_json_atomic(out / MANIFEST, {**new, "bitextmine": __version__, "complete": False, "shards": shards})
+    while True:
+        first = _take(lines, min(opts.chunk_size, opts.shard_size))
+        if not first:
+            break
+        with ShardWriter(out, len(shards), sch) as w:
+            h = hashlib.sha256()
+            chunk = first
+            while chunk:
+                emb = encoder.encode([ln.text for ln in chunk])
+                w.write(emb, [ln.input for ln in chunk], [ln.line for ln in chunk], [ln.text for ln in chunk],
+                        [ln.id or "" for ln in chunk] if opts.id_column else None)
+                feed_lines(h, chunk)
+                encoded += len(chunk)
+                if progress:
+                    progress(len(chunk))
+                room = opts.shard_size - w.rows
+                chunk = _take(lines, min(opts.chunk_size, room)) if room > 0 else []
+            entry = w.close()
+        entry["input_sha256"] = h.hexdigest()
+        shards.append(entry)
+        write_json_atomic(out / MANIFEST, {**new, "bitextmine": __version__, "complete": False, "shards": shards})
+    total = sum(s["rows"] for s in shards)
+    if total == 0:
+        raise InputError(f"{', '.join(inputs)}: no sentences (only blank or skipped lines)")
+    read = {k: v for k, v in asdict(stats).items() if k != "per_input"}
+    write_json_atomic(out / MANIFEST, {**new, "bitextmine": __version__, "complete": True, "shards": shards, "count": total, "read": read})
+    return EncodeSummary(str(out), total, len(shards), resumed, time.perf_counter() - t0, encoded, encoder.stats.truncated - truncated0, read)

@@ -1,0 +1,188 @@
+"""Loading an encoder from whatever the user names.
+
+``--model`` may be: ``default`` (the packaged multilingual-E5-small, works offline), a local
+transformers folder, a local sentence-transformers folder, a model folder exported by
+``bitextmine train``, or a Hugging Face model id (resolved through the local Hugging Face cache,
+or downloaded where the network allows).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from bitextmine.errors import ModelError
+from bitextmine.models.recipe import Recipe, fingerprint, read_recipe, weights_identity
+
+log = logging.getLogger(__name__)
+
+DEFAULT_NAMES = ("default", "e5-small", "multilingual-e5-small")
+
+
+@dataclass
+class LoadedModel:
+    """An encoder ready to embed: transformer, tokenizer, recipe and the fingerprint of both."""
+
+    model: torch.nn.Module
+    tokenizer: object  # a transformers fast tokenizer
+    recipe: Recipe
+    fingerprint: str
+    source: str  # what the user asked for
+    folder: Path  # where the files are
+    head: torch.nn.Module | None = None  # sentence-transformers Dense layers after pooling, if any
+    info: dict = field(default_factory=dict)
+
+    @property
+    def dim(self) -> int:
+        if self.head is not None:
+            return int([m for m in self.head.modules() if isinstance(m, torch.nn.Linear)][-1].out_features)
+        return int(self.model.config.hidden_size)
+
+
+def resolve_folder(spec: str | None) -> Path:
+    """Turn a ``--model`` value into a local folder (converting or downloading as needed)."""
+    if spec is None or spec in DEFAULT_NAMES:
+        from bitextmine.models.packaged import default_model_dir
+
+        return default_model_dir()
+    p = Path(spec).expanduser()
+    if p.exists():
+        if not p.is_dir():
+            raise ModelError(f"--model {spec}: is a file; expected a model folder or a Hugging Face id")
+        return p
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        raise ModelError(f"--model {spec}: no such folder")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id=spec))
+    except Exception as e:  # offline, unknown id, gated...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelError(
+            f"--model {spec}: not a local folder, and it could not be fetched from the Hugging Face hub "
+            f"or found in its cache ({first[:160]})"
+        ) from None
+
+
+def _read_json(p: Path) -> dict:
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{p}: unreadable JSON ({e})") from None
+
+
+def _sentence_transformers_layout(folder: Path) -> tuple[Path, dict, list[Path]]:
+    """For a sentence-transformers folder: (transformer folder, recipe fields, Dense module folders)."""
+    modules = _read_json(folder / "modules.json")
+    tf_dir, rec, dense = folder, {}, []
+    for m in sorted(modules, key=lambda m: m.get("idx", 0)):
+        kind = m.get("type", "").rsplit(".", 1)[-1]
+        sub = folder / m.get("path", "")
+        if kind == "Transformer":
+            tf_dir = sub
+            for cfg in ("sentence_bert_config.json", "sentence_xlnet_config.json"):
+                if (sub / cfg).is_file():
+                    max_len = _read_json(sub / cfg).get("max_seq_length")
+                    if max_len:
+                        rec["max_tokens"] = int(max_len)
+        elif kind == "Pooling":
+            pc = _read_json(sub / "config.json")
+            mode = pc.get("pooling_mode")
+            if mode is None:
+                mode = "cls" if pc.get("pooling_mode_cls_token") else "mean" if pc.get("pooling_mode_mean_tokens") else None
+            if mode not in ("cls", "mean"):
+                raise ModelError(f"{folder}: pooling {mode or pc} is not supported (mean or cls)")
+            rec["pooling"] = mode
+        elif kind == "Normalize":
+            rec["normalize"] = True
+        elif kind == "Dense":
+            dense.append(sub)
+        else:
+            raise ModelError(f"{folder}: sentence-transformers module {kind} is not supported")
+    rec.setdefault("normalize", False)
+    cfg = folder / "config_sentence_transformers.json"
+    if cfg.is_file():
+        c = _read_json(cfg)
+        name = c.get("default_prompt_name")
+        if name and name in (c.get("prompts") or {}):
+            rec["prefix"] = c["prompts"][name]
+    return tf_dir, rec, dense
+
+
+def _load_dense(folder: Path) -> torch.nn.Module:
+    """A sentence-transformers Dense module as a torch Sequential(Linear[, activation])."""
+    cfg = _read_json(folder / "config.json")
+    lin = torch.nn.Linear(cfg["in_features"], cfg["out_features"], bias=cfg.get("bias", True))
+    if (folder / "model.safetensors").is_file():
+        from safetensors.torch import load_file
+
+        state = load_file(str(folder / "model.safetensors"))
+    else:
+        state = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    lin.load_state_dict({k.removeprefix("linear."): v for k, v in state.items()})
+    act = cfg.get("activation_function", "torch.nn.modules.linear.Identity").rsplit(".", 1)[-1]
+    acts = {"Identity": torch.nn.Identity, "Tanh": torch.nn.Tanh, "ReLU": torch.nn.ReLU, "GELU": torch.nn.GELU}
+    if act not in acts:
+        raise ModelError(f"{folder}: Dense activation {act} is not supported")
+    return torch.nn.Sequential(lin, acts[act]())
+
+
+def load_model(
+    spec: str | None = "default",
+    *,
+    device: str | torch.device | None = None,
+    pooling: str | None = None,
+    prefix: str | None = None,
+    max_tokens: int | None = None,
+) -> LoadedModel:
+    """Load the encoder named by ``spec`` with its recipe; keyword arguments override the recipe."""
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own progress goes to the user; theirs is noise here
+    hf_logging.set_verbosity_error()
+    folder = resolve_folder(spec)
+    dense: list[Path] = []
+    if (folder / "modules.json").is_file():
+        tf_dir, st_rec, dense = _sentence_transformers_layout(folder)
+        recipe = Recipe.from_dict(st_rec)
+    else:
+        tf_dir = folder
+        recipe = Recipe()
+    own = read_recipe(folder) or (read_recipe(tf_dir) if tf_dir != folder else None)
+    if own is not None:
+        recipe = own
+    if not recipe.name:
+        recipe = recipe.with_overrides(name=str(spec or "default"))
+    try:
+        recipe = recipe.with_overrides(pooling=pooling, prefix=prefix, max_tokens=max_tokens)
+    except ValueError as e:
+        raise ModelError(str(e)) from None
+    if not (tf_dir / "config.json").is_file():
+        raise ModelError(f"--model {spec}: {tf_dir} has no config.json; not a transformers model folder")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(tf_dir), use_fast=True)
+        model = AutoModel.from_pretrained(str(tf_dir), add_pooling_layer=False) if _is_bert_like(tf_dir) else AutoModel.from_pretrained(str(tf_dir))
+    except Exception as e:
+        raise ModelError(f"--model {spec}: cannot load from {tf_dir}: {str(e).splitlines()[0][:200]}") from None
+    model_max = getattr(model.config, "max_position_embeddings", None)
+    if model_max and getattr(model.config, "model_type", "") in ("xlm-roberta", "roberta", "camembert"):
+        model_max -= 2  # RoBERTa positions start after the padding index
+    if model_max and recipe.max_tokens > model_max:
+        recipe = recipe.with_overrides(max_tokens=int(model_max))
+    head = torch.nn.Sequential(*[_load_dense(d) for d in dense]) if dense else None
+    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.eval().to(dev)
+    if head is not None:
+        head.eval().to(dev)
+    fp = fingerprint(weights_identity(folder), recipe)
+    return LoadedModel(model, tokenizer, recipe, fp, str(spec or "default"), folder, head)
+
+
+def _is_bert_like(folder: Path) -> bool:
+    """BERT-family models accept ``add_pooling_layer``; we never use that pooler, so skip building it."""
+    mt = _read_json(folder / "config.json").get("model_type", "")
+    return mt in ("bert", "xlm-roberta", "roberta", "camembert")

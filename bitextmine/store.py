@@ -1,0 +1,261 @@
+"""Sharded Arrow embedding files: writer, memory-mapped reader, manifest.
+
+A folder holds ``manifest.json`` and shards ``shard-NNNNN.arrow``. Each shard is an Arrow IPC
+*file* (random access, memory-mappable) whose record batches have the columns
+
+- ``embedding``: fixed_size_list<float16>[dim] — a reader gets a zero-copy (n, dim) numpy view
+- ``input``: int16, index of the input file; ``line``: int64, 1-based line number in that input
+- ``text``: the sentence, so a folder can be mined without the original files
+- ``id``: string, only when the corpus had ``id<TAB>sentence`` lines
+
+Shards are written under a temporary name and renamed when complete; the manifest is rewritten
+(atomically) after each shard, recording its size and SHA-256, so a reader detects truncated
+or corrupted shards and an interrupted encode resumes at the first missing shard.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from bitextmine.errors import MismatchError, StoreError
+
+MANIFEST = "manifest.json"
+FORMAT = "bitextmine-embeddings"
+FORMAT_VERSION = 1
+META_KEY = b"bitextmine"
+
+
+def shard_name(i: int) -> str:
+    return f"shard-{i:05d}.arrow"
+
+
+def schema(dim: int, with_ids: bool, fingerprint: str) -> pa.Schema:
+    fields = [
+        pa.field("embedding", pa.list_(pa.float16(), dim), nullable=False),
+        pa.field("input", pa.int16(), nullable=False),
+        pa.field("line", pa.int64(), nullable=False),
+        pa.field("text", pa.string(), nullable=False),
+    ]
+    if with_ids:
+        fields.append(pa.field("id", pa.string(), nullable=False))
+    meta = json.dumps({"fingerprint": fingerprint, "dim": dim, "version": FORMAT_VERSION})
+    return pa.schema(fields, metadata={META_KEY: meta.encode()})
+
+
+def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_json_atomic(path: Path, obj: dict) -> None:
+    """Write JSON under a temporary name, flush it to disk, then rename over ``path``."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as fh:
+        json.dump(obj, fh, indent=1, ensure_ascii=False)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class ShardWriter:
+    """Writes one shard: record batches go to ``shard-N.arrow.tmp``; ``close()`` renames it.
+
+    Use as a context manager; if the block raises, the temporary file is removed and nothing
+    named like a finished shard appears.
+    """
+
+    def __init__(self, folder: Path, index: int, schema: pa.Schema) -> None:
+        self.path = Path(folder) / shard_name(index)
+        self.tmp = self.path.with_name(self.path.name + ".tmp")
+        self.schema = schema
+        self.rows = 0
+        self._sink = pa.OSFile(str(self.tmp), "wb")
+        self._writer = pa.ipc.new_file(self._sink, schema)
+
+    def write(self, embeddings: np.ndarray, inputs: Sequence[int], lines: Sequence[int], texts: Sequence[str], ids: Sequence[str] | None = None) -> None:
+        """Append rows: ``embeddings`` (n, dim) any float dtype, stored as float16."""
+        emb = np.ascontiguousarray(embeddings, dtype=np.float16)
+        n, dim = emb.shape
+        cols = [
+            pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1), type=pa.float16()), dim),
+            pa.array(inputs, type=pa.int16()),
+            pa.array(lines, type=pa.int64()),
+            pa.array(texts, type=pa.string()),
+        ]
+        if "id" in self.schema.names:
+            cols.append(pa.array(ids, type=pa.string()))
+        self._writer.write_batch(pa.RecordBatch.from_arrays(cols, schema=self.schema))
+        self.rows += n
+
+    def close(self) -> dict:
+        """Finish the file, sync it, rename it into place; return its manifest entry."""
+        self._writer.close()
+        self._sink.close()
+        with open(self.tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        entry = {"file": self.path.name, "rows": self.rows, "bytes": self.tmp.stat().st_size, "sha256": file_sha256(self.tmp)}
+        os.replace(self.tmp, self.path)
+        return entry
+
+    def abort(self) -> None:
+        try:
+            self._writer.close()
+        except Exception:
+            pass
+        self._sink.close()
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, typ, exc, tb) -> None:
+        if exc is not None:
+            self.abort()
+
+
+def read_manifest(folder: Path) -> dict | None:
+    p = Path(folder) / MANIFEST
+    if not p.is_file():
+        return None
+    try:
+        m = json.loads(p.read_text())
+    except ValueError:
+        raise StoreError(f"{p}: manifest is not valid JSON (corrupted?)") from None
+    if m.get("format") != FORMAT:
+        raise StoreError(f"{p}: not a bitextmine embedding manifest")
+    if m.get("version", 0) > FORMAT_VERSION:
+        raise StoreError(f"{p}: written by a newer bitextmine (format {m.get('version')}); upgrade to read it")
+    return m
+
+
+def verify_shard(folder: Path, entry: dict, checksum: bool = True) -> None:
+    """Raise StoreError unless the shard file exists with the recorded size (and SHA-256)."""
+    p = Path(folder) / entry["file"]
+    if not p.is_file():
+        raise StoreError(f"{p}: shard is missing")
+    size = p.stat().st_size
+    if size != entry["bytes"]:
+        raise StoreError(f"{p}: shard is truncated or altered ({size} bytes, manifest says {entry['bytes']})")
+    if checksum and file_sha256(p) != entry["sha256"]:
+        raise StoreError(f"{p}: shard is corrupted (SHA-256 differs from the manifest)")
+
+
+@dataclass
+class _Chunk:
+    start: int  # global row index of the first row
+    emb: np.ndarray  # (n, dim) float16 view into the memory map
+    batch: pa.RecordBatch
+
+
+class EmbeddingStore:
+    """Read side of an embedding folder: memory-mapped, zero-copy, row-addressable.
+
+    Implements the ``BlockSource`` protocol of :mod:`bitextmine.knn` (``len``, ``dim``,
+    ``iter_blocks``), so search reads the fp16 shards block by block without loading them.
+    """
+
+    def __init__(self, folder: str | Path, *, verify: bool = True) -> None:
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise StoreError(f"{folder}: no such embedding folder")
+        m = read_manifest(self.folder)
+        if m is None:
+            raise StoreError(f"{folder}: no {MANIFEST}; not an embedding folder from 'bitextmine encode corpus'")
+        if not m.get("complete"):
+            raise StoreError(f"{folder}: encoding is incomplete ({len(m.get('shards', []))} shards); rerun the same encode command to resume")
+        self.manifest = m
+        self.fingerprint: str = m["fingerprint"]
+        self._dim = int(m["dim"])
+        self._chunks: list[_Chunk] = []
+        start = 0
+        for entry in m["shards"]:
+            verify_shard(self.folder, entry, checksum=verify)
+            path = self.folder / entry["file"]
+            try:
+                reader = pa.ipc.open_file(pa.memory_map(str(path), "r"))
+                meta = json.loads(reader.schema.metadata[META_KEY])
+                batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
+            except (pa.ArrowInvalid, OSError, KeyError, ValueError) as e:
+                raise StoreError(f"{path}: unreadable shard ({str(e).splitlines()[0][:120]})") from None
+            if meta.get("fingerprint") != self.fingerprint:
+                raise StoreError(f"{path}: shard belongs to another model (fingerprint {meta.get('fingerprint')})")
+            if sum(b.num_rows for b in batches) != entry["rows"]:
+                raise StoreError(f"{path}: shard has a different number of rows than the manifest says")
+            for b in batches:
+                values = b.column(0).values
+                emb = values.to_numpy(zero_copy_only=True).reshape(b.num_rows, self._dim)
+                self._chunks.append(_Chunk(start, emb, b))
+                start += b.num_rows
+        self._n = start
+        self._starts = np.array([c.start for c in self._chunks], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def has_ids(self) -> bool:
+        return bool(self.manifest.get("id_column"))
+
+    def iter_blocks(self, rows: int) -> Iterator[np.ndarray]:
+        """Consecutive float32 blocks of at most ``rows`` rows, converted from fp16 one block at a time."""
+        for c in self._chunks:
+            for s in range(0, len(c.emb), rows):
+                yield np.ascontiguousarray(c.emb[s : s + rows], dtype=np.float32)
+
+    def embeddings(self, indices: np.ndarray) -> np.ndarray:
+        """float32 rows at the given global indices."""
+        out = np.empty((len(indices), self._dim), dtype=np.float32)
+        for pos, (c, local) in self._locate(indices):
+            out[pos] = c.emb[local]
+        return out
+
+    def column(self, name: str, indices: np.ndarray) -> list:
+        """Python values of column ``name`` ("text", "line", "input", "id") at global indices, in order."""
+        out: list = [None] * len(indices)
+        for pos, (c, local) in self._locate(indices):
+            vals = c.batch.column(name).take(pa.array(local)).to_pylist()
+            for p, v in zip(pos, vals):
+                out[p] = v
+        return out
+
+    def iter_column(self, name: str) -> Iterator:
+        """All values of a column in row order (streamed chunk by chunk)."""
+        for c in self._chunks:
+            yield from c.batch.column(name).to_pylist()
+
+    def _locate(self, indices: np.ndarray) -> Iterator[tuple[np.ndarray, tuple[_Chunk, np.ndarray]]]:
+        """Group global indices by chunk: yields (positions in ``indices``, (chunk, local rows))."""
+        indices = np.asarray(indices, dtype=np.int64)
+        if len(indices) and (indices.min() < 0 or indices.max() >= self._n):
+            raise IndexError("row index out of range")
+        which = np.searchsorted(self._starts, indices, side="right") - 1
+        for ci in np.unique(which):
+            pos = np.nonzero(which == ci)[0]
+            c = self._chunks[ci]
+            yield pos, (c, indices[pos] - c.start)
+
+
+def check_same_model(a: EmbeddingStore, b: EmbeddingStore) -> None:
+    """Raise MismatchError unless both stores were made by the same model and recipe."""
+    if a.fingerprint != b.fingerprint:
+        ma, mb = a.manifest, b.manifest
+        raise MismatchError(
+            f"embeddings in {a.folder} (model {ma.get('model')}, fingerprint {a.fingerprint}) and {b.folder} "
+            f"(model {mb.get('model')}, fingerprint {b.fingerprint}) were made by different models or recipes; "
+            "encode both sides with the same --model"
+        )
