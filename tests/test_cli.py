@@ -1,0 +1,143 @@
+"""Every command end to end through the CLI runner, on tiny models built in the test."""
+import gzip
+import json
+import random
+
+import pytest
+from typer.testing import CliRunner
+
+from bitextmine.cli import app
+from conftest import make_sentences
+
+runner = CliRunner()
+
+
+def run(*args: str, ok: bool = True):
+    res = runner.invoke(app, [str(a) for a in args])
+    if ok:
+        assert res.exit_code == 0, res.output + repr(res.exception)
+    return res
+
+
+def one_line_error(res) -> str:
+    """A failed command prints a single 'error:' line and no traceback."""
+    assert res.exit_code != 0
+    assert "Traceback" not in res.output and res.exception is None or isinstance(res.exception, SystemExit)
+    lines = [ln for ln in res.output.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), res.output
+    return lines[0]
+
+
+@pytest.fixture
+def sides(tmp_path):
+    """A source file and a target file sharing 40 sentences (in shuffled order) among noise."""
+    common = make_sentences(40, seed=11)
+    noise = make_sentences(90, seed=12)
+    src = common + noise[:30]
+    tgt = common + noise[30:90]
+    rng = random.Random(0)
+    rng.shuffle(src)
+    rng.shuffle(tgt)
+    (tmp_path / "src.txt").write_text("\n".join(src) + "\n")
+    with gzip.open(tmp_path / "tgt.txt.gz", "wt") as fh:
+        fh.write("\n".join(tgt) + "\n")
+    return tmp_path / "src.txt", tmp_path / "tgt.txt.gz", set(common), src, tgt
+
+
+def test_version():
+    assert "bitextmine" in run("--version").output
+
+
+def test_encode_then_mine_folders(tiny_model, sides, tmp_path):
+    src, tgt, common, src_lines, tgt_lines = sides
+    res = run("encode", "corpus", src, "--out", tmp_path / "es", "--model", tiny_model, "--shard-size", 25)
+    assert "sentences" in res.output and "70" in res.output
+    run("encode", "corpus", tgt, "--out", tmp_path / "et", "--model", tiny_model)
+    out = tmp_path / "pairs.tsv"
+    res = run("mine", tmp_path / "es", tmp_path / "et", "--out", out, "--with-lines", "--top", 40)
+    rows = [ln.split("\t") for ln in out.read_text().splitlines()]
+    assert len(rows) == 40
+    # identical sentences have cosine 1, so the 40 shared sentences are the 40 best pairs
+    assert {r[1] for r in rows} == common and all(r[1] == r[2] for r in rows)
+    for score, s, t, sl, tl in rows:
+        assert src_lines[int(sl) - 1] == s and tgt_lines[int(tl) - 1] == t
+    scores = [float(r[0]) for r in rows]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_mine_text_files_uses_cache(tiny_model, sides, tmp_path):
+    src, tgt, common, *_ = sides
+    cache = tmp_path / "cache"
+    out = tmp_path / "pairs.jsonl"
+    run("mine", src, tgt, "--out", out, "--model", tiny_model, "--cache", cache, "--format", "jsonl", "--threshold", "1.0")
+    rows = [json.loads(ln) for ln in out.read_text().splitlines()]
+    assert {r["src"] for r in rows if r["src"] == r["tgt"]} == common
+    assert all(r["score"] >= 1.0 for r in rows)
+    folders = sorted((cache / "embeddings").iterdir())
+    assert len(folders) == 2
+    stamp = [f.stat().st_mtime_ns for f in sorted((cache / "embeddings").rglob("*.arrow"))]
+    run("mine", src, tgt, "--out", out, "--model", tiny_model, "--cache", cache, "--strategy", "intersect", "--margin", "distance")
+    assert stamp == [f.stat().st_mtime_ns for f in sorted((cache / "embeddings").rglob("*.arrow"))]  # not re-encoded
+
+
+def test_dedup_and_ids(tiny_model, tmp_path):
+    sents = make_sentences(20, seed=3)
+    (tmp_path / "a.tsv").write_text("".join(f"a{i}\t{s}\n" for i, s in enumerate(sents + sents[:5])))
+    (tmp_path / "b.tsv").write_text("".join(f"b{i}\t{s}\n" for i, s in enumerate(reversed(sents))))
+    out = tmp_path / "p.tsv"
+    run("mine", tmp_path / "a.tsv", tmp_path / "b.tsv", "--out", out, "--model", tiny_model, "--cache", tmp_path / "c",
+        "--id-column", "--with-ids", "--dedup")
+    rows = [ln.split("\t") for ln in out.read_text().splitlines()]
+    assert len(rows) == 20  # 25 source lines, 20 unique
+    for _, s, t, sid, tid in rows:
+        assert s == t and sid == f"a{sents.index(s)}" and tid == f"b{19 - sents.index(s)}"
+
+
+def write(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("make,expect", [
+    (lambda d: d / "missing.txt", "no such file"),
+    (lambda d: d, "is a directory"),
+    (lambda d: write(d / "empty.txt", b""), "file is empty"),
+    (lambda d: write(d / "bad.txt", b"ok\n\xff\xfe\n"), "bad.txt:2: invalid UTF-8"),
+])
+def test_encode_bad_input(tiny_model, tmp_path, make, expect):
+    res = run("encode", "corpus", make(tmp_path), "--out", tmp_path / "out", "--model", tiny_model, ok=False)
+    assert expect in one_line_error(res)
+
+
+def test_mine_bad_inputs(tiny_model, tiny_model_b, sides, tmp_path):
+    src, tgt, *_ = sides
+    res = run("mine", src, tmp_path / "nope.txt", "--out", tmp_path / "p.tsv", "--model", tiny_model, ok=False)
+    assert "no such file" in one_line_error(res)
+    run("encode", "corpus", src, "--out", tmp_path / "a", "--model", tiny_model)
+    run("encode", "corpus", tgt, "--out", tmp_path / "b", "--model", tiny_model_b)
+    res = run("mine", tmp_path / "a", tmp_path / "b", "--out", tmp_path / "p.tsv", ok=False)
+    assert "different models" in one_line_error(res)
+    assert not (tmp_path / "p.tsv").exists()
+    res = run("mine", tmp_path / "a", tmp_path / "a", "--out", tmp_path / "p.tsv", "--index", "NotAnIndex", ok=False)
+    one_line_error(res)
+    res = run("mine", src, tgt, "--out", tmp_path / "p.tsv", "--model", tmp_path / "no-model", ok=False)
+    assert "no such folder" in one_line_error(res)
+
+
+def test_encode_refuses_other_model_on_rerun(tiny_model, tiny_model_b, sides, tmp_path):
+    src, *_ = sides
+    run("encode", "corpus", src, "--out", tmp_path / "e", "--model", tiny_model)
+    res = run("encode", "corpus", src, "--out", tmp_path / "e", "--model", tiny_model_b, ok=False)
+    assert "another model" in one_line_error(res)
+    res = run("encode", "corpus", src, "--out", tmp_path / "e", "--model", tiny_model)
+    assert "kept from an earlier run" in res.output
+
+
+def test_sentence_transformers_folder(tmp_path, sides):
+    from conftest import build_tiny_model
+
+    st = build_tiny_model(tmp_path / "st", sentence_transformers=True)
+    src, *_ = sides
+    run("encode", "corpus", src, "--out", tmp_path / "e", "--model", st)
+    m = json.loads((tmp_path / "e" / "manifest.json").read_text())
+    assert m["recipe"]["pooling"] == "cls" and m["recipe"]["max_tokens"] == 48
