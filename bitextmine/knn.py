@@ -16,7 +16,9 @@ Two paths:
 
 Results are ``(D, I)``: (nq, k_eff) float32 similarities sorted descending and (nq, k_eff) int64
 row indices into the database, with ``k_eff = min(k, len(database))``. Equal similarities are
-listed by increasing id. An approximate index may find fewer than ``k_eff`` hits for a query;
+listed by increasing id; when several rows tie for the last places, which of them make the cut
+is FAISS's heap choice (it may depend on ``block_rows``). Deduplicate sentences first if that
+matters. An approximate index may find fewer than ``k_eff`` hits for a query;
 the missing entries are ``I = -1``, ``D = -inf`` (at the end of the row).
 
 GPUs: ``use_gpu=None`` uses every GPU FAISS sees (indexes sharded over them) and the CPU when

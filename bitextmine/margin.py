@@ -362,7 +362,15 @@ def mine_embeddings(
 
     m = _margin(margin)
     st = _strategy(strategy)
-    fwd = knn(x, y, k, **knn_options)
-    bwd = knn(y, x, k, **knn_options)
+    # The absolute margin needs no neighbourhood means: forward/backward then need one search only.
+    skip_bwd = m is Margin.ABSOLUTE and st is Strategy.FORWARD
+    skip_fwd = m is Margin.ABSOLUTE and st is Strategy.BACKWARD
+    fwd = _no_search(len(x)) if skip_fwd else knn(x, y, k, **knn_options)
+    bwd = _no_search(len(y)) if skip_bwd else knn(y, x, k, **knn_options)
     cands = select(fwd[0], fwd[1], bwd[0], bwd[1], m, st)
     return cands if threshold is None else cands.above(threshold)
+
+
+def _no_search(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """An (n, 0) neighbour list, standing in for a search whose result is not needed."""
+    return np.empty((n, 0), np.float32), np.empty((n, 0), np.int64)
