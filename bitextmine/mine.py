@@ -207,7 +207,8 @@ def open_side(path: str, *, encode: Callable[[str, Path], None] | None, fingerpr
     if Path(path).is_dir():
         raise InputError(f"{path}: is a directory without {MANIFEST}; expected a text file or an embedding folder")
     check_input(path)
-    assert encode is not None and fingerprint is not None
+    if encode is None or fingerprint is None:
+        raise ValueError("open_side needs encode and fingerprint to embed a text file")
     folder = cache_folder(path, fingerprint, id_column, errors, cache_dir)
     if not (is_embedding_folder(folder) and _complete(folder)):
         encode(path, folder)
