@@ -14,6 +14,7 @@ from typing import Callable, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from bitextmine import __version__
@@ -40,7 +41,7 @@ def friendly(fn: Callable) -> Callable:
         try:
             return fn(*a, **kw)
         except BitextmineError as e:
-            err.print(f"[bold red]error:[/] {e}", markup=True, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(str(e))}", markup=True, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             err.print("interrupted; finished shards are kept: rerun the same command to resume")
@@ -152,11 +153,11 @@ def encode_corpus_cmd(
     enc = _load(model, precision, batch_tokens, pooling, prefix, max_tokens, threads)
     with Reporter("encoding", count_lines(inputs)) as rep:
         s = encode_corpus(inputs, out, enc, opts, progress=rep)
-    t = Table(title=f"encoded → {s.out}", show_header=False)
+    t = Table(title=escape(f"encoded → {s.out}"), show_header=False)
     t.add_row("sentences", f"{s.sentences:,}")
     t.add_row("shards", f"{s.shards} ({s.resumed_shards} kept from an earlier run)" if s.resumed_shards else str(s.shards))
     t.add_row("embedded now", f"{s.encoded:,} in {s.seconds:.1f} s ({s.sentences_per_second:,.1f} sentences/s)")
-    t.add_row("model", f"{enc.lm.source} [{enc.lm.fingerprint}], {enc.dim} dims, {str(enc.dtype).removeprefix('torch.')}")
+    t.add_row("model", escape(f"{enc.lm.source} (fingerprint {enc.lm.fingerprint}), {enc.dim} dims, {str(enc.dtype).removeprefix('torch.')}"))
     t.add_row("blank lines skipped", f"{s.read.get('blank', 0):,}")
     t.add_row("truncated at max tokens", f"{s.truncated:,} (limit {enc.lm.recipe.max_tokens})")
     bad = s.read.get("invalid_utf8_replaced", 0) + s.read.get("invalid_utf8_skipped", 0)
@@ -227,7 +228,7 @@ def mine_cmd(
     with Reporter("searching", len(stores[0]) + len(stores[1]), unit="queries") as rep:
         res = mine_stores(stores[0], stores[1], opts, progress=rep)
     n = write_pairs(out, res.pairs, stores[0], stores[1], fmt=fmt, with_lines=with_lines, with_ids=with_ids)
-    t = Table(title=f"mined → {out}", show_header=False)
+    t = Table(title=escape(f"mined → {out}"), show_header=False)
     t.add_row("pairs", f"{n:,}")
     t.add_row("sentences", f"{res.src_count:,} × {res.tgt_count:,}" + (" (unique)" if dedup else ""))
     t.add_row("threshold", "none" if thr is None else f"{thr:g}" + (" (model default)" if threshold is None else ""))
