@@ -141,3 +141,52 @@ def test_sentence_transformers_folder(tmp_path, sides):
     run("encode", "corpus", src, "--out", tmp_path / "e", "--model", st)
     m = json.loads((tmp_path / "e" / "manifest.json").read_text())
     assert m["recipe"]["pooling"] == "cls" and m["recipe"]["max_tokens"] == 48
+
+
+def test_stdin_input(tiny_model, tmp_path):
+    sents = make_sentences(30, seed=4)
+    res = runner.invoke(app, ["encode", "corpus", "-", "--out", str(tmp_path / "e"), "--model", str(tiny_model)],
+                        input="\n".join(sents) + "\n")
+    assert res.exit_code == 0, res.output
+    from bitextmine.store import EmbeddingStore
+    import numpy as np
+
+    assert EmbeddingStore(tmp_path / "e").column("text", np.arange(30)) == sents
+
+
+def test_corrupt_shard_through_cli(tiny_model, sides, tmp_path):
+    src, *_ = sides
+    run("encode", "corpus", src, "--out", tmp_path / "e", "--model", tiny_model)
+    shard = next((tmp_path / "e").glob("shard-*.arrow"))
+    shard.write_bytes(shard.read_bytes()[:-64])
+    res = run("mine", tmp_path / "e", tmp_path / "e", "--out", tmp_path / "p.tsv", ok=False)
+    assert "truncated" in one_line_error(res)
+
+
+def test_hugging_face_id_from_local_cache(tiny_model, sides, tmp_path, monkeypatch):
+    """An HF id resolves through the Hugging Face cache layout, offline."""
+    import shutil
+
+    repo = tmp_path / "hub" / "models--someorg--tiny-encoder"
+    snap = repo / "snapshots" / "0123456789abcdef0123456789abcdef01234567"
+    shutil.copytree(tiny_model, snap)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(snap.name)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
+    src, *_ = sides
+    run("encode", "corpus", src, "--out", tmp_path / "e", "--model", "someorg/tiny-encoder")
+    res = run("encode", "corpus", src, "--out", tmp_path / "e2", "--model", "someorg/not-there", ok=False)
+    assert "not a local folder" in one_line_error(res)
+
+
+def test_python_dash_m():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "bitextmine", "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("bitextmine ")
