@@ -25,6 +25,9 @@ from bitextmine.margin import Margin, Strategy
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Find parallel sentences in large monolingual corpora.")
 encode_app = typer.Typer(no_args_is_help=True, help="Embed sentences into sharded Arrow files.")
 app.add_typer(encode_app, name="encode")
+from bitextmine.cli_bench import bench_app  # noqa: E402  (its commands import from this module lazily)
+
+app.add_typer(bench_app, name="bench")
 err = Console(stderr=True, highlight=False)
 
 ModelOpt = typer.Option("default", "--model", "-m", help="'default' (packaged multilingual-E5-small, offline), a Hugging Face id, or a local transformers / sentence-transformers / bitextmine folder.")

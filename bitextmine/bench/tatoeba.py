@@ -1,0 +1,212 @@
+"""Tatoeba retrieval accuracy (LASER's ``data/tatoeba/v1`` test set, Artetxe & Schwenk, 2019).
+
+For each language ``xxx`` there are two line-aligned files, ``tatoeba.xxx-eng.xxx`` and
+``tatoeba.xxx-eng.eng`` (up to 1,000 pairs; the English side differs between languages). The
+score is the accuracy (precision at 1) of nearest-neighbour retrieval by cosine similarity, in
+both directions: each xxx sentence retrieves the closest English sentence of its file (xx→eng),
+and each English sentence the closest xxx sentence (eng→xx). A retrieval counts as correct only
+when it returns the aligned line (index match, as LASER's xSIM and XTREME count it; a duplicate
+sentence on the other side counts as an error).
+
+Language sets (three-letter Tatoeba codes):
+
+* ``dap36``: the 36 languages of XTREME's Tatoeba task (``lang3_dict`` in XTREME's
+  ``utils_preprocess.py``), which the DAP paper (Li et al., ACL 2023) reports as "36 languages";
+* ``dap14``: the 14 XNLI languages, the DAP code's ``XNLI_LANGS`` (``data/dataset.py`` of
+  github.com/ChillingDream/DAP), its 14-language setting;
+* ``all``: every language found in the data folder.
+"""
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, ContextManager, Iterable, Mapping
+
+import numpy as np
+
+from bitextmine.errors import InputError
+from bitextmine.margin import Margin, apply_margin, knn_means
+from bitextmine.store import EmbeddingStore
+
+DAP36 = (
+    "afr", "ara", "ben", "bul", "cmn", "deu", "ell", "est", "eus", "fin", "fra", "heb", "hin", "hun", "ind", "ita",
+    "jav", "jpn", "kat", "kaz", "kor", "mal", "mar", "nld", "pes", "por", "rus", "spa", "swh", "tam", "tel", "tgl",
+    "tha", "tur", "urd", "vie",
+)
+DAP14 = ("ara", "bul", "cmn", "deu", "ell", "fra", "hin", "rus", "spa", "swh", "tha", "tur", "urd", "vie")
+LANG_SETS: dict[str, tuple[str, ...]] = {"dap36": DAP36, "dap14": DAP14}
+ALIASES = {"xtreme": "dap36", "xtreme36": "dap36", "36": "dap36", "xnli": "dap14", "xnli14": "dap14", "14": "dap14"}
+
+_FILE_RE = re.compile(r"^tatoeba\.([a-z]{2,4})-eng\.([a-z]{2,4})$")
+
+
+def find_tatoeba(data: str | Path) -> dict[str, tuple[Path, Path]]:
+    """``{lang: (xx file, eng file)}`` for every language with both files in ``data``."""
+    root = Path(data)
+    if not root.exists():
+        raise InputError(f"{data}: no such folder")
+    if not root.is_dir():
+        raise InputError(f"{data}: is a file; --data needs the folder holding tatoeba.xxx-eng.xxx files")
+    sides: dict[str, dict[str, Path]] = {}
+    for p in sorted(root.iterdir()):
+        m = _FILE_RE.match(p.name)
+        if m and p.is_file() and m.group(2) in (m.group(1), "eng"):
+            sides.setdefault(m.group(1), {})["eng" if m.group(2) == "eng" and m.group(1) != "eng" else "xx"] = p
+    out = {lang: (s["xx"], s["eng"]) for lang, s in sorted(sides.items()) if "xx" in s and "eng" in s}
+    if not out:
+        raise InputError(f"{data}: no Tatoeba files found (expected tatoeba.xxx-eng.xxx and tatoeba.xxx-eng.eng)")
+    return out
+
+
+def resolve_langs(spec: str | Iterable[str] | None, available: Iterable[str]) -> list[str]:
+    """Languages to evaluate: a set name (dap36, dap14, all), a comma list, or both mixed ("dap14,jpn")."""
+    avail = set(available)
+    items = [s.strip().lower() for s in (spec.split(",") if isinstance(spec, str) else (spec or ["dap36"])) if s.strip()]
+    if not items:
+        raise InputError("--langs is empty")
+    out: list[str] = []
+    for it in items:
+        it = ALIASES.get(it, it)
+        if it == "all":
+            out.extend(sorted(avail))
+        elif it in LANG_SETS:
+            missing = [lang for lang in LANG_SETS[it] if lang not in avail]
+            if missing:
+                raise InputError(f"--langs {it}: no Tatoeba files for {', '.join(missing)} in the data folder")
+            out.extend(LANG_SETS[it])
+        elif it in avail:
+            out.append(it)
+        else:
+            known = ", ".join([*LANG_SETS, "all"])
+            raise InputError(f"--langs: no Tatoeba files for {it!r} (a language code found in the data folder, or one of {known})")
+    return list(dict.fromkeys(out))
+
+
+def nearest(x: np.ndarray, y: np.ndarray, margin: Margin | str = Margin.ABSOLUTE, k: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest neighbour of each row of ``x`` among ``y`` and vice versa: ``(x→y, y→x)`` indices.
+
+    ``absolute`` is plain cosine (rows are L2-normalised); ``ratio``/``distance`` rescore each
+    row's ``k`` nearest neighbours with the margin against both sides' neighbourhood means, as
+    LASER's xSIM does. Ties go to the smallest index.
+    """
+    m = Margin(margin)
+    x = np.asarray(x, dtype=np.float32)
+    y = np.asarray(y, dtype=np.float32)
+    sims = x @ y.T  # (n, m); Tatoeba files are small
+    if sims.size == 0:
+        raise InputError("no sentences to evaluate")
+    if m is Margin.ABSOLUTE:
+        return sims.argmax(axis=1), sims.argmax(axis=0)  # argmax returns the first (smallest) index on ties
+    kx, ky = min(k, sims.shape[1]), min(k, sims.shape[0])
+    ix = np.argsort(-sims, axis=1, kind="stable")[:, :kx]  # (n, kx) ids into y
+    iy = np.argsort(-sims.T, axis=1, kind="stable")[:, :ky]  # (m, ky) ids into x
+    dx = np.take_along_axis(sims, ix, axis=1)
+    dy = np.take_along_axis(sims.T, iy, axis=1)
+    mx, my = knn_means(dx, ix), knn_means(dy, iy)
+    sx = apply_margin(dx, (mx[:, None] + my[ix]) / 2, m)
+    sy = apply_margin(dy, (my[:, None] + mx[iy]) / 2, m)
+    return np.take_along_axis(ix, sx.argmax(axis=1)[:, None], axis=1)[:, 0], np.take_along_axis(iy, sy.argmax(axis=1)[:, None], axis=1)[:, 0]
+
+
+def accuracy(x: np.ndarray, y: np.ndarray, margin: Margin | str = Margin.ABSOLUTE, k: int = 4) -> tuple[float, float]:
+    """(x→y, y→x) accuracy when row ``i`` of ``x`` is the translation of row ``i`` of ``y``."""
+    if len(x) != len(y):
+        raise InputError(f"the two sides have {len(x)} and {len(y)} sentences; Tatoeba files are line-aligned")
+    if len(x) == 0:
+        raise InputError("no sentences to evaluate")
+    fwd, bwd = nearest(x, y, margin, k)
+    ref = np.arange(len(x))
+    return float((fwd == ref).mean()), float((bwd == ref).mean())
+
+
+@dataclass
+class LangResult:
+    lang: str
+    pairs: int  # aligned sentence pairs evaluated
+    xx2eng: float  # accuracy, 0..1
+    eng2xx: float
+    xx2eng_errors: int = 0
+    eng2xx_errors: int = 0
+    seconds: float = 0.0
+    files: dict = field(default_factory=dict)
+
+    @property
+    def mean(self) -> float:
+        return (self.xx2eng + self.eng2xx) / 2
+
+
+def aligned_embeddings(xs: EmbeddingStore, ys: EmbeddingStore, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """The embeddings of the lines present on both sides, in line order (blank lines are not embedded)."""
+    xl = np.asarray(list(xs.iter_column("line")), dtype=np.int64)
+    yl = np.asarray(list(ys.iter_column("line")), dtype=np.int64)
+    common, xi, yi = np.intersect1d(xl, yl, assume_unique=True, return_indices=True)
+    if len(common) == 0:
+        raise InputError(f"{what}: the two files have no non-blank line in common")
+    return xs.embeddings(xi), ys.embeddings(yi)
+
+
+Embedder = Callable[[Path], EmbeddingStore]
+
+
+@dataclass
+class TatoebaOptions:
+    margin: Margin = Margin.ABSOLUTE  # cosine; ratio/distance rescore the k nearest (xSIM)
+    k: int = 4
+
+
+def evaluate_lang(lang: str, files: tuple[Path, Path], embed: Embedder, opts: TatoebaOptions | None = None) -> LangResult:
+    opts = opts or TatoebaOptions()
+    t0 = time.perf_counter()
+    xs, ys = embed(files[0]), embed(files[1])
+    x, y = aligned_embeddings(xs, ys, f"{files[0]} / {files[1]}")
+    fwd, bwd = nearest(x, y, opts.margin, opts.k)
+    ref = np.arange(len(x))
+    fe, be = int((fwd != ref).sum()), int((bwd != ref).sum())
+    n = len(x)
+    return LangResult(lang, n, 1 - fe / n, 1 - be / n, fe, be, time.perf_counter() - t0,
+                      {"xx": str(files[0]), "eng": str(files[1])})
+
+
+def averages(results: Iterable[LangResult]) -> dict[str, dict]:
+    """Mean accuracies over each named set fully evaluated, and over everything evaluated."""
+    by = {r.lang: r for r in results}
+    out: dict[str, dict] = {}
+
+    def avg(name: str, langs: list[str]) -> None:
+        rs = [by[lang] for lang in langs]
+        f = sum(r.xx2eng for r in rs) / len(rs)
+        b = sum(r.eng2xx for r in rs) / len(rs)
+        out[name] = {"languages": len(rs), "xx2eng": f, "eng2xx": b, "mean": (f + b) / 2, "langs": langs}
+
+    for name, langs in LANG_SETS.items():
+        if all(lang in by for lang in langs):
+            avg(name, list(langs))
+    if by and not any(v["languages"] == len(by) for v in out.values()):
+        avg("evaluated", list(by))
+    return out
+
+
+def run_tatoeba(
+    found: Mapping[str, tuple[Path, Path]],
+    langs: list[str],
+    embed: Embedder,
+    opts: TatoebaOptions | None = None,
+    *,
+    on_lang: Callable[[LangResult], None] | None = None,
+    progress_for: Callable[[str, int], ContextManager] | None = None,
+) -> list[LangResult]:
+    """Evaluate every language of ``langs`` (from :func:`resolve_langs`) found in ``found``."""
+    out = []
+    ctx = progress_for("tatoeba languages", len(langs)) if progress_for else contextlib.nullcontext(None)
+    with ctx as progress:
+        for lang in langs:
+            r = evaluate_lang(lang, found[lang], embed, opts)
+            out.append(r)
+            if on_lang:
+                on_lang(r)
+            if progress:
+                progress(1)
+    return out

@@ -1,0 +1,190 @@
+"""bench tatoeba: retrieval accuracy on hand-made embeddings, language sets, the CLI on a synthetic
+Tatoeba folder with a tiny model, bad input, and a few real languages with the default model (slow)."""
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+from conftest import make_sentences, need_shared
+from typer.testing import CliRunner
+
+from bitextmine.bench.tatoeba import (
+    DAP14,
+    DAP36,
+    LangResult,
+    accuracy,
+    averages,
+    find_tatoeba,
+    nearest,
+    resolve_langs,
+)
+from bitextmine.cli_bench import bench_app
+from bitextmine.errors import InputError
+
+runner = CliRunner()
+
+# XTREME's utils_preprocess.py, tatoeba_preprocess: lang3_dict without 'eng' (ISO 639-1 on the right)
+XTREME_LANG3 = {
+    "afr": "af", "ara": "ar", "bul": "bg", "ben": "bn", "deu": "de", "ell": "el", "spa": "es", "est": "et",
+    "eus": "eu", "pes": "fa", "fin": "fi", "fra": "fr", "heb": "he", "hin": "hi", "hun": "hu", "ind": "id",
+    "ita": "it", "jpn": "ja", "jav": "jv", "kat": "ka", "kaz": "kk", "kor": "ko", "mal": "ml", "mar": "mr",
+    "nld": "nl", "por": "pt", "rus": "ru", "swh": "sw", "tam": "ta", "tel": "te", "tha": "th", "tgl": "tl",
+    "tur": "tr", "urd": "ur", "vie": "vi", "cmn": "zh",
+}
+# DAP's data/dataset.py XNLI_LANGS (its 14-language setting)
+XNLI_LANGS = ["ar", "bg", "de", "el", "es", "fr", "hi", "ru", "sw", "th", "tr", "ur", "vi", "zh"]
+
+
+def test_language_sets():
+    assert len(DAP36) == 36 and set(DAP36) == set(XTREME_LANG3)
+    assert len(DAP14) == 14 and {XTREME_LANG3[x] for x in DAP14} == set(XNLI_LANGS)
+    assert set(DAP14) <= set(DAP36)
+
+
+def test_language_sets_exist_in_the_real_data():
+    folder = need_shared("tatoeba")
+    found = find_tatoeba(folder)
+    assert set(DAP36) <= set(found) and len(found) == 112
+
+
+def unit(v):
+    v = np.asarray(v, dtype=np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_accuracy_by_hand():
+    x = unit(np.eye(4) + 0.1)
+    assert accuracy(x, x) == (1.0, 1.0)
+    y = x[[1, 0, 2, 3]]  # the first two targets swapped: 2 of 4 wrong each way
+    assert accuracy(x, y) == (0.5, 0.5)
+    # a duplicate target: both sources retrieve its first copy, so the second counts as an error
+    x = unit([[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0.1, 1]])
+    y = x.copy()
+    y[3] = y[2]
+    fwd, bwd = nearest(x, y)
+    assert list(fwd) == [0, 1, 2, 2] and accuracy(x, y)[0] == 0.75
+    # the directions differ: x[1] retrieves y[0] (wrong), but every target retrieves its own source
+    x = unit([[1, 0, 0], [0.8, 0.6, 0], [0, 0, 1]])
+    y = unit([[0.95, 0.3, 0], [0.3, 1, 0], [0, 0.1, 1]])
+    assert list(nearest(x, y)[0]) == [0, 0, 2]
+    assert accuracy(x, y) == (2 / 3, 1.0)
+    with pytest.raises(InputError, match="line-aligned"):
+        accuracy(x, y[:2])
+
+
+def test_margin_retrieval_removes_a_hub():
+    # y[0] is close to every source (a hub): cosine retrieves it for x[3]; the ratio margin does not
+    x = unit([[0.96, 0.13, 0.2, 0.15], [0.02, 0.96, 0.24, 0.13], [0.03, 0.18, 0.97, 0.17], [0.17, 0.22, 0.11, 0.95]])
+    y = unit([[0.46, 0.52, 0.53, 0.49], [-0.1, 0.89, 0.29, 0.32], [0.09, 0.18, 0.93, 0.3], [-0.55, 0.13, -0.28, 0.77]])
+    assert list(nearest(x, y, "absolute")[0]) == [0, 1, 2, 0]
+    assert list(nearest(x, y, "ratio", k=2)[0]) == [0, 1, 2, 3]
+
+
+def test_resolve_langs():
+    avail = list(DAP36) + ["yue", "epo"]
+    assert resolve_langs("dap36", avail) == list(DAP36)
+    assert resolve_langs("xnli", avail) == list(DAP14)
+    assert resolve_langs("deu, fra,deu", avail) == ["deu", "fra"]
+    assert resolve_langs("dap14,epo", avail) == [*DAP14, "epo"]
+    assert resolve_langs("all", avail) == sorted(avail)
+    with pytest.raises(InputError, match="'xyz'"):
+        resolve_langs("deu,xyz", avail)
+    with pytest.raises(InputError, match="no Tatoeba files for afr"):
+        resolve_langs("dap36", ["deu"])
+
+
+def test_averages():
+    rs = [LangResult(lang, 10, 1.0, 0.5) for lang in DAP14] + [LangResult("epo", 10, 0.0, 0.0)]
+    a = averages(rs)
+    assert set(a) == {"dap14", "evaluated"}
+    assert a["dap14"]["mean"] == 0.75 and a["dap14"]["languages"] == 14
+    assert a["evaluated"]["languages"] == 15 and a["evaluated"]["xx2eng"] == pytest.approx(14 / 15)
+    assert set(averages(rs[:14])) == {"dap14"}  # "evaluated" would repeat it
+
+
+@pytest.fixture
+def tatoeba_data(tmp_path):
+    """Three languages: 'aaa' is a copy of its English side (the tiny model gets it all right),
+    'bbb' is English shuffled (mostly wrong), 'ccc' has a blank line on the xx side."""
+    data = tmp_path / "tatoeba"
+    data.mkdir()
+    eng = make_sentences(30, seed=7)
+    (data / "tatoeba.aaa-eng.aaa").write_text("\n".join(eng) + "\n")
+    (data / "tatoeba.aaa-eng.eng").write_text("\n".join(eng) + "\n")
+    shuffled = eng[:]
+    random.Random(1).shuffle(shuffled)
+    (data / "tatoeba.bbb-eng.bbb").write_text("\n".join(shuffled) + "\n")
+    (data / "tatoeba.bbb-eng.eng").write_text("\n".join(eng) + "\n")
+    eng2 = make_sentences(20, seed=8)
+    (data / "tatoeba.ccc-eng.ccc").write_text("\n".join(eng2[:5] + [""] + eng2[6:]) + "\n")
+    (data / "tatoeba.ccc-eng.eng").write_text("\n".join(eng2) + "\n")
+    (data / "tatoeba.ddd-eng.ddd").write_text("only one side\n")  # no English file: ignored
+    return data, eng, shuffled
+
+
+def one_line_error(res) -> str:
+    assert res.exit_code != 0, res.output
+    lines = [ln for ln in res.output.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), res.output
+    return lines[0]
+
+
+def run(*args, ok: bool = True):
+    res = runner.invoke(bench_app, [str(a) for a in args])
+    if ok:
+        assert res.exit_code == 0, res.output + repr(res.exception)
+    return res
+
+
+def test_cli_tatoeba(tiny_model, tatoeba_data, tmp_path):
+    data, eng, shuffled = tatoeba_data
+    cache = tmp_path / "cache"
+    out = tmp_path / "t.json"
+    res = run("tatoeba", "--data", data, "--langs", "all", "--model", tiny_model, "--cache", cache, "--json", out,
+              "--plots", tmp_path / "plots")
+    assert "Tatoeba retrieval accuracy" in res.output and "evaluated average" in res.output
+    doc = json.loads(out.read_text())
+    by = {r["lang"]: r for r in doc["results"]}
+    assert sorted(by) == ["aaa", "bbb", "ccc"]
+    assert by["aaa"]["xx2eng"] == by["aaa"]["eng2xx"] == 1.0 and by["aaa"]["pairs"] == 30
+    fixed = sum(a == b for a, b in zip(eng, shuffled)) / len(eng)  # lines the shuffle left in place
+    assert by["bbb"]["xx2eng"] == pytest.approx(fixed) and by["bbb"]["eng2xx"] == pytest.approx(fixed)
+    assert by["ccc"]["pairs"] == 19 and by["ccc"]["xx2eng"] == 1.0  # the blank line is left out
+    assert doc["averages"]["evaluated"]["languages"] == 3
+    assert doc["model"]["fingerprint"] and doc["versions"]["bitextmine"] and doc["params"]["languages"] == ["aaa", "bbb", "ccc"]
+    assert len(doc["encoded_now"]) == 6
+    assert (tmp_path / "plots" / "tatoeba.png").read_bytes()[:4] == b"\x89PNG"
+    # cached: a rerun with another margin embeds nothing
+    run("tatoeba", "--data", data, "--langs", "aaa,bbb", "--model", tiny_model, "--cache", cache, "--json", out, "--margin", "ratio")
+    doc = json.loads(out.read_text())
+    assert doc["encoded_now"] == [] and doc["params"]["margin"] == "ratio"
+
+
+@pytest.mark.parametrize("args,expect", [
+    (lambda d, t: ["--data", t / "missing"], "no such folder"),
+    (lambda d, t: ["--data", t / "empty"], "no Tatoeba files found"),
+    (lambda d, t: ["--data", d, "--langs", "xyz"], "no Tatoeba files for 'xyz'"),
+    (lambda d, t: ["--data", d], "--langs dap36: no Tatoeba files for afr"),
+    (lambda d, t: ["--data", d, "--langs", "aaa", "-k", "0"], "-k must be at least 1"),
+])
+def test_cli_tatoeba_bad_input(tiny_model, tatoeba_data, tmp_path, args, expect):
+    data, *_ = tatoeba_data
+    (tmp_path / "empty").mkdir()
+    res = run("tatoeba", *args(data, tmp_path), "--model", tiny_model, "--cache", tmp_path / "c", ok=False)
+    assert expect in one_line_error(res)
+
+
+@pytest.mark.slow
+@pytest.mark.shared
+def test_real_tatoeba_few_languages(tmp_path):
+    """deu, fra, cmn with the packaged E5-small; LASER's scripts on the same model give
+    deu 98.0/96.2, fra 92.2/92.8, cmn 91.6/89.3 (xx→eng / eng→xx)."""
+    data = need_shared("tatoeba")
+    run("tatoeba", "--data", data, "--langs", "deu,fra,cmn", "--json", tmp_path / "t.json")
+    by = {r["lang"]: r for r in json.loads((tmp_path / "t.json").read_text())["results"]}
+    reference = {"deu": (0.980, 0.962), "fra": (0.922, 0.928), "cmn": (0.916, 0.893)}
+    for lang, (f, b) in reference.items():
+        assert by[lang]["pairs"] == 1000
+        assert by[lang]["xx2eng"] >= f - 0.015 and by[lang]["eng2xx"] >= b - 0.015, (lang, by[lang])
