@@ -28,6 +28,9 @@ app.add_typer(encode_app, name="encode")
 from bitextmine.cli_bench import bench_app  # noqa: E402  (its commands import from this module lazily)
 
 app.add_typer(bench_app, name="bench")
+from bitextmine.cli_train import train_command  # noqa: E402
+
+app.command("train")(train_command)
 err = Console(stderr=True, highlight=False)
 
 ModelOpt = typer.Option("default", "--model", "-m", help="'default' (packaged multilingual-E5-small, offline), a Hugging Face id, or a local transformers / sentence-transformers / bitextmine folder.")

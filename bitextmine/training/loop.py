@@ -1,0 +1,503 @@
+"""The training loop: read top to bottom.
+
+set up processes -> load the model -> prepare data -> build the dual encoder (+ MLP, + RTL head)
+-> AdamW with warm-up and linear decay -> resume from the last checkpoint if there is one ->
+for each step: micro-batches forward/backward (TR over the gathered global batch, RTL over tokens),
+clip, step, log; evaluate on dev pairs and keep the best; checkpoint -> export the encoder.
+
+Checkpoints hold the trainable weights, optimizer, scheduler, grad scaler, every process's RNG
+states and the sampler's cursors (the data position), so a run killed at any point and started
+again with the same command continues exactly where its last checkpoint left off and ends with
+the same weights as an uninterrupted run. The library reports through ``progress(event)``; it never
+prints.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from bitextmine.encode import Encoder, resolve_precision
+from bitextmine.errors import MismatchError
+from bitextmine.models.loader import LoadedModel, load_model
+from bitextmine.models.recipe import Recipe
+from bitextmine.training import distributed as D
+from bitextmine.training.config import TrainConfig
+from bitextmine.training.data import DevSet, PreparedData, Sampler, flores_dev, make_batch, prepare_data, split_dev, tatoeba_dev
+from bitextmine.training.export import export_encoder
+from bitextmine.training.losses import translation_ranking_loss
+from bitextmine.training.model import DualEncoder, disable_dropout
+from bitextmine.training.rtl import RTLHead, load_mlm_head
+
+Progress = Callable[[dict], None]
+CKPT_VERSION = 1
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    step: int  # optimizer steps done
+    steps: int  # steps asked for
+    resumed_from: int  # 0 when started fresh
+    interrupted: bool  # stopped early on request (stop_after)
+    model_dir: Path | None  # the exported encoder, when the run completed
+    best: dict | None  # {"step", "score", "set"} of the selected checkpoint
+    last_eval: dict = field(default_factory=dict)
+    data_report: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warm-up to 1 over ``warmup`` steps, then linear decay to 0 at ``total``."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def retrieval_p1(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Precision at 1 of aligned rows, both ways: (x -> y, y -> x), for L2-normalised x, y (n, d)."""
+    sim = x @ y.T
+    gold = np.arange(len(x))
+    return float((sim.argmax(1) == gold).mean()), float((sim.argmax(0) == gold).mean())
+
+
+def evaluate(encoder: torch.nn.Module, tokenizer, recipe: Recipe, sets: list[DevSet], precision: str = "auto") -> dict:
+    """Dev retrieval p@1 per set and language ({set: {"langs": {lang: [xx->en, en->xx]}, "mean": m}})."""
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        lm = LoadedModel(encoder, tokenizer, recipe, "training", "training", Path("."))
+        enc = Encoder(lm, precision=precision)
+        out: dict = {}
+        cache: dict[str, np.ndarray] = {}
+
+        def embed(texts: list[str]) -> np.ndarray:
+            todo = list(dict.fromkeys(t for t in texts if t not in cache))
+            if todo:
+                for t, v in zip(todo, enc.encode(todo)):
+                    cache[t] = v
+            return np.stack([cache[t] for t in texts])
+
+        for s in sets:
+            a, b = retrieval_p1(embed(s.src), embed(s.tgt))
+            entry = out.setdefault(s.name, {"langs": {}})
+            entry["langs"][s.lang] = [a, b]
+        for entry in out.values():
+            entry["mean"] = float(np.mean([v for pair in entry["langs"].values() for v in pair]))
+        return out
+    finally:
+        encoder.train(was_training)
+
+
+def _rng_state() -> dict:
+    st = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def _set_rng_state(st: dict) -> None:
+    torch.set_rng_state(st["torch"])
+    random.setstate(st["python"])
+    np.random.set_state(st["numpy"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class MetricsLog:
+    """metrics.jsonl (+ optional TensorBoard), truncated to the resumed step so a resumed log equals an uninterrupted one."""
+
+    def __init__(self, path: Path, resume_step: int, tensorboard: bool, enabled: bool) -> None:
+        self.path, self.enabled = path, enabled
+        self.tb = None
+        if not enabled:
+            return
+        keep = []
+        if resume_step and path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    if json.loads(line).get("step", 0) <= resume_step:
+                        keep.append(line)
+                except ValueError:
+                    pass
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(k + "\n" for k in keep), encoding="utf-8")
+        os.replace(tmp, path)
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                from bitextmine.training.config import ConfigError
+
+                raise ConfigError("log.tensorboard = true needs the tensorboard package (pip install tensorboard)") from None
+            self.tb = SummaryWriter(str(path.parent / "tensorboard"), purge_step=resume_step + 1 if resume_step else None)
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        if self.tb is not None:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k != "step":
+                    self.tb.add_scalar(f"{record.get('kind', 'train')}/{k}", v, record.get("step", 0))
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+class Trainer:
+    """State of one training process. ``run()`` does the work; see the module docstring."""
+
+    def __init__(self, cfg: TrainConfig, info: D.DistInfo, progress: Progress | None) -> None:
+        self.cfg, self.info = cfg, info
+        self._progress = progress
+        self.out = Path(cfg.run.output_dir)
+        self.ckpt_dir = self.out / "checkpoints"
+
+    def emit(self, event: str, **kw) -> None:
+        if self._progress is not None and self.info.is_main:
+            self._progress({"event": event, **kw})
+
+    # -- setup ---------------------------------------------------------------
+    def load_checkpoint_meta(self) -> dict | None:
+        for name in ("last", "last.old"):
+            p = self.ckpt_dir / name / "state.pt"
+            if p.is_file():
+                return {"dir": p.parent, "state": torch.load(p, map_location="cpu", weights_only=False)}
+        return None
+
+    def build(self) -> None:
+        cfg, info = self.cfg, self.info
+        if cfg.run.threads:
+            torch.set_num_threads(cfg.run.threads)
+        self.lm = load_model(cfg.model.name, device=info.device, pooling=cfg.model.pooling, prefix=cfg.model.prefix)
+        self.recipe = self.lm.recipe
+        self.dtype = resolve_precision(cfg.run.precision, info.device)
+        cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else self.out / "data"
+        tok_id = self.lm.fingerprint
+        if info.is_main:
+            self.data = prepare_data(cfg.data, self.lm.tokenizer, tok_id, self.recipe.prefix, cfg.run.seed, cache_dir, progress=self._progress)
+        D.barrier(info)
+        if not info.is_main:
+            self.data = prepare_data(cfg.data, self.lm.tokenizer, tok_id, self.recipe.prefix, cfg.run.seed, cache_dir)
+
+        encoder = self.lm.model
+        encoder.train()
+        self.dropout_config = {k: v for k, v in vars(encoder.config).items() if "dropout" in k and isinstance(v, float)}
+        torch.manual_seed(cfg.run.seed)  # identical initialisation of the new parts on every process
+        head = None
+        self.rtl_vocab = 0
+        if not cfg.tr_only:
+            if self.lm.tokenizer.mask_token_id is None:
+                from bitextmine.training.config import ConfigError
+
+                raise ConfigError("the RTL head needs a tokenizer with a mask token; train TR only (objective.rtl_weight = 0)")
+            vocab = torch.from_numpy(self.data.english_vocab()) if cfg.objective.rtl_vocab == "english" else None
+            head = RTLHead(encoder, cfg.objective.rtl_layers, self.lm.tokenizer.mask_token_id, vocab, load_mlm_head(self.lm.folder))
+            self.rtl_vocab = int(head.vocab_ids.numel())
+        self.model = DualEncoder(encoder, self.recipe.pooling, pad_id=self.data.layout.pad_id, mlp=cfg.model.mlp, head=head).to(info.device)
+        if cfg.model.freeze_embeddings:
+            encoder.get_input_embeddings().weight.requires_grad_(False)
+        if cfg.model.disable_dropout:
+            disable_dropout(self.model)
+        if cfg.model.gradient_checkpointing:
+            kw = {"use_reentrant": False}
+            if hasattr(encoder, "activation_checkpointing_enable"):  # transformers >= 5.x name
+                encoder.activation_checkpointing_enable(activation_checkpointing_kwargs=kw)
+            else:
+                encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw)
+        self.frozen = {n for n, p in self.model.named_parameters() if not p.requires_grad}
+        self.ddp = self.model
+        if info.distributed:
+            ids = [info.device.index] if info.device.type == "cuda" else None
+            self.ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+
+        decay, no_decay = [], []
+        for n, p in self.model.named_parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim < 2 or "LayerNorm" in n or "layer_norm" in n or n.endswith(".ln.weight") else decay).append(p)
+        o = cfg.optim
+        self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+                                           lr=o.lr, betas=tuple(o.betas), eps=o.eps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, o.warmup_steps, o.steps))
+        self.scaler = torch.amp.GradScaler(info.device.type, enabled=self.dtype == torch.float16)
+        self.sampler = Sampler([len(self.data.langs[lang]) for lang in self.data.languages], cfg.data.sampling_alpha, cfg.run.seed)
+        torch.manual_seed(cfg.run.seed * 1000 + 17 + info.rank)  # dropout differs between processes
+        per = o.batch_size // o.grad_accumulation
+        if per % info.world:
+            from bitextmine.training.config import ConfigError
+
+            raise ConfigError(f"optim.batch_size / grad_accumulation = {per} pairs must divide among {info.world} processes")
+        self.micro_global, self.micro_local = per, per // info.world
+        self.dev_sets = self._dev_sets()
+
+    def _dev_sets(self) -> list[DevSet]:
+        e = self.cfg.eval
+        langs = e.languages or self.data.languages
+        sets: list[DevSet] = []
+        if e.select_on == "flores" or e.flores_dir:
+            sets += flores_dev(e.flores_dir, langs, e.max_pairs) if e.flores_dir else []
+        if e.select_on == "split":
+            sets += split_dev(self.data, [lang for lang in langs if lang in self.data.langs], e.max_pairs)
+        for d in e.report_dirs:
+            sets += tatoeba_dev(d, langs, e.max_pairs)
+        return sets
+
+    # -- checkpoints -----------------------------------------------------------
+    def trainable_state(self) -> dict:
+        return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items() if k not in self.frozen}
+
+    def save_checkpoint(self, step: int, best: dict | None) -> None:
+        info = self.info
+        tmp = self.ckpt_dir / "last.tmp"
+        if info.is_main:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir(parents=True)
+        D.barrier(info)
+        _atomic_save(_rng_state(), tmp / f"rng-rank{info.rank}.pt")
+        D.barrier(info)
+        if info.is_main:
+            state = {
+                "version": CKPT_VERSION, "step": step, "config_fingerprint": self.cfg.fingerprint(),
+                "base_fingerprint": self.lm.fingerprint, "data_fingerprint": self.data.fingerprint, "world": info.world,
+                "model": self.trainable_state(), "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(), "sampler": self.sampler.state_dict(), "best": best,
+            }
+            _atomic_save(state, tmp / "state.pt")
+            last, old = self.ckpt_dir / "last", self.ckpt_dir / "last.old"
+            if last.exists():
+                if old.exists():
+                    shutil.rmtree(old)
+                os.replace(last, old)
+            os.replace(tmp, last)
+            if old.exists():
+                shutil.rmtree(old)
+        D.barrier(info)
+
+    def restore(self, meta: dict) -> tuple[int, dict | None]:
+        st = meta["state"]
+        if st.get("config_fingerprint") != self.cfg.fingerprint():
+            raise MismatchError(f"{self.out} holds a run with a different config; resume with the same recipe and --set values, "
+                                "or pass --overwrite (or another run.output_dir) to start over")
+        if st.get("base_fingerprint") != self.lm.fingerprint:
+            raise MismatchError(f"{self.out}: the base model {self.cfg.model.name} changed since the checkpoint was written")
+        if st.get("world") != self.info.world:
+            raise MismatchError(f"{self.out}: checkpoint written by {st.get('world')} processes, resumed with {self.info.world}")
+        missing, unexpected = self.model.load_state_dict(st["model"], strict=False)
+        if unexpected or set(missing) - self.frozen:
+            raise MismatchError(f"{self.out}: checkpoint does not fit the model (missing {sorted(set(missing) - self.frozen)[:3]}, unexpected {unexpected[:3]})")
+        self.optimizer.load_state_dict(st["optimizer"])
+        self.scheduler.load_state_dict(st["scheduler"])
+        self.scaler.load_state_dict(st["scaler"])
+        self.sampler.load_state_dict(st["sampler"])
+        _set_rng_state(torch.load(meta["dir"] / f"rng-rank{self.info.rank}.pt", map_location="cpu", weights_only=False))
+        return int(st["step"]), st.get("best")
+
+    def save_best(self, step: int, score: float, evals: dict) -> dict:
+        best = {"step": step, "score": score, "set": self.cfg.eval.select_on}
+        if self.info.is_main:
+            d = self.ckpt_dir / "best"
+            d.mkdir(parents=True, exist_ok=True)
+            _atomic_save(self.trainable_state(), d / "model.pt")
+            (d / "info.json").write_text(json.dumps({**best, "eval": evals}, indent=1))
+        return best
+
+    # -- one optimizer step ----------------------------------------------------
+    def train_step(self, step: int) -> dict:
+        cfg, info = self.cfg, self.info
+        o = cfg.objective
+        accum = cfg.optim.grad_accumulation
+        sums = torch.zeros(3, dtype=torch.float64)  # tr loss sum over micro-batches, rtl token-loss sum, rtl tokens
+        for micro in range(accum):
+            samples = self.sampler.draw(step, micro, self.micro_global)
+            b = self.micro_local
+            batch = make_batch(self.data, samples[info.rank * b : (info.rank + 1) * b]).to(info.device)
+            sync = contextlib.nullcontext() if (not info.distributed or micro == accum - 1) else self.ddp.no_sync()
+            with sync:
+                with torch.autocast(info.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+                    out = self.ddp(batch)
+                all_src = D.gather_with_grad(out.src, info)
+                all_tgt = D.gather_with_grad(out.tgt, info)
+                tr = translation_ranking_loss(
+                    out.src, out.tgt, temperature=o.temperature, margin=o.margin, direction=o.direction,
+                    all_src=all_src, all_tgt=all_tgt, offset=info.rank * b,
+                    src_keys=batch.src_key, tgt_keys=batch.tgt_key,
+                    all_src_keys=D.gather(batch.src_key, info), all_tgt_keys=D.gather(batch.tgt_key, info))
+                loss = tr
+                if out.rtl_sum is not None:
+                    n_all = float(D.all_sum(torch.tensor([out.rtl_tokens], dtype=torch.float64), info).item())
+                    # token mean over all processes; DDP averages gradients, hence the factor world
+                    rtl = out.rtl_sum * info.world / max(n_all, 1.0)
+                    loss = tr + o.rtl_weight * rtl
+                    sums[1] += float(out.rtl_sum.detach())
+                    sums[2] += out.rtl_tokens
+                sums[0] += float(tr.detach())
+                self.scaler.scale(loss / accum).backward()
+        self.scaler.unscale_(self.optimizer)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if cfg.optim.max_grad_norm > 0:
+            gnorm = float(torch.nn.utils.clip_grad_norm_(params, cfg.optim.max_grad_norm))
+        else:
+            gnorm = float(torch.norm(torch.stack([p.grad.norm() for p in params if p.grad is not None])))
+        lr = self.scheduler.get_last_lr()[0]
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {"sums": sums, "grad_norm": gnorm, "lr": lr}
+
+    # -- the loop --------------------------------------------------------------
+    def run(self, *, stop_after: int | None = None, export_only: bool = False) -> TrainResult:
+        cfg, info = self.cfg, self.info
+        t0 = time.perf_counter()
+        meta = self.load_checkpoint_meta()
+        if info.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.toml").write_text(cfg.to_toml(), encoding="utf-8")
+        self.emit("config", config=cfg.to_dict(), output_dir=str(self.out), world=info.world,
+                  resume_step=int(meta["state"]["step"]) if meta else 0)
+        self.build()
+        if info.is_main:
+            (self.out / "data_report.json").write_text(json.dumps(self.data.report, indent=1))
+        n_train = sum(len(d) for d in self.data.langs.values())
+        self.emit("data_ready", report=self.data.report, train_pairs=n_train, languages=self.data.languages,
+                  rtl_vocab=self.rtl_vocab, dev_sets=sorted({s.name for s in self.dev_sets}),
+                  dtype=str(self.dtype).replace("torch.", ""), device=str(info.device),
+                  trainable=sum(p.numel() for p in self.model.parameters() if p.requires_grad))
+        if export_only and meta is None:
+            from bitextmine.errors import InputError
+
+            raise InputError(f"{self.out}: no checkpoint to export yet")
+        start, best = (self.restore(meta) if meta else (0, None))
+        total = cfg.optim.steps
+        result = TrainResult(self.out, start, total, start, False, None, best, data_report=self.data.report)
+        if export_only:
+            result.model_dir = self.export(best, start)
+            result.seconds = time.perf_counter() - t0
+            return result
+        log = MetricsLog(self.out / "metrics.jsonl", start, cfg.log.tensorboard, info.is_main)
+        self.emit("start", step=start, steps=total, micro_batch=self.micro_local, accumulation=cfg.optim.grad_accumulation)
+        window = torch.zeros(3, dtype=torch.float64)
+        w_steps, w_time = 0, 0.0  # steps and seconds of training (evaluation and checkpoints excluded) since the last log line
+        last_eval: dict = {}
+        try:
+            for step in range(start, total):
+                t_step = time.perf_counter()
+                r = self.train_step(step)
+                w_time += time.perf_counter() - t_step
+                done = step + 1
+                window += r["sums"]
+                w_steps += 1
+                s = r["sums"]
+                tr_now = float(s[0]) / cfg.optim.grad_accumulation
+                rtl_now = float(s[1] / s[2]) if s[2] else None
+                self.emit("step", step=done, steps=total, tr=tr_now, rtl=rtl_now, lr=r["lr"])
+                if done % cfg.log.every == 0 or done == total:
+                    g = D.all_sum(window.clone(), info)
+                    dt = w_time
+                    rec = {"kind": "train", "step": done, "tr": float(g[0]) / (w_steps * cfg.optim.grad_accumulation * info.world),
+                           "lr": r["lr"], "grad_norm": r["grad_norm"], "steps_per_s": w_steps / max(dt, 1e-9),
+                           "pairs_per_s": w_steps * cfg.optim.batch_size / max(dt, 1e-9)}
+                    if g[2]:
+                        rec["rtl"] = float(g[1] / g[2])
+                        rec["loss"] = rec["tr"] + cfg.objective.rtl_weight * rec["rtl"]
+                    else:
+                        rec["loss"] = rec["tr"]
+                    log.write(rec)
+                    self.emit("log", **rec)
+                    window.zero_()
+                    w_steps, w_time = 0, 0.0
+                if self.dev_sets and ((cfg.eval.every and done % cfg.eval.every == 0) or done == total):
+                    if info.is_main:
+                        last_eval = evaluate(self.model.encoder, self.lm.tokenizer, self._eval_recipe(), self.dev_sets, cfg.run.precision)
+                        rec = {"kind": "eval", "step": done, **{f"{k}_p@1": v["mean"] for k, v in last_eval.items()}}
+                        sel = cfg.eval.select_on
+                        if sel in last_eval and (best is None or last_eval[sel]["mean"] > best["score"]):
+                            best = self.save_best(done, last_eval[sel]["mean"], last_eval)
+                        rec["best_step"] = best["step"] if best else None
+                        log.write(rec)
+                        self.emit("eval", step=done, results=last_eval, best=best)
+                    D.barrier(info)
+                if done % cfg.run.save_every == 0 or done == total:
+                    self.save_checkpoint(done, best)
+                    self.emit("checkpoint", step=done)
+                result.step = done
+                if stop_after is not None and done >= stop_after and done < total:
+                    result.interrupted = True
+                    break
+        finally:
+            log.close()
+        result.best, result.last_eval = best, last_eval
+        if not result.interrupted:
+            result.model_dir = self.export(best, result.step)
+        result.seconds = time.perf_counter() - t0
+        return result
+
+    def _eval_recipe(self) -> Recipe:
+        mt = self.cfg.eval.max_tokens or self.cfg.data.max_length
+        return self.recipe.with_overrides(max_tokens=mt)
+
+    def export(self, best: dict | None, step: int) -> Path | None:
+        """Write the selected weights (best dev checkpoint, else the last) to <output_dir>/model."""
+        chosen = step
+        if best is not None and (self.ckpt_dir / "best" / "model.pt").is_file():
+            state = torch.load(self.ckpt_dir / "best" / "model.pt", map_location="cpu", weights_only=True)
+            self.model.load_state_dict(state, strict=False)
+            chosen = best["step"]
+        path = None
+        if self.info.is_main:
+            mt = self.cfg.run.export_max_tokens or self.recipe.max_tokens
+            kind = "TR" if self.cfg.tr_only else "DAP (TR+RTL)"
+            recipe = self.recipe.with_overrides(max_tokens=mt, name=f"{self.recipe.name} + {kind}")
+            recipe = Recipe(**{**recipe.__dict__, "threshold": None})
+            info = {"base_model": self.cfg.model.name, "base_fingerprint": self.lm.fingerprint, "step": chosen,
+                    "steps_run": step, "best": best, "config": self.cfg.to_dict()}
+            overrides = self.dropout_config if self.cfg.model.disable_dropout else None
+            path = export_encoder(self.model.encoder, self.lm.tokenizer, recipe, self.out / "model", info, overrides)
+            self.emit("export", path=str(path), step=chosen)
+        D.barrier(self.info)
+        return path
+
+
+def train(cfg: TrainConfig, *, progress: Progress | None = None, overwrite: bool = False, stop_after: int | None = None,
+          export_only: bool = False, device: str | None = None) -> TrainResult:
+    """Run (or resume) the training described by ``cfg``; see the module docstring.
+
+    ``overwrite`` deletes an existing run folder first; ``stop_after`` stops after that many
+    optimizer steps as if the process were killed (no extra checkpoint: the next run resumes
+    from the last periodic one); ``export_only`` exports the current best/last checkpoint.
+    """
+    info = D.setup(device)
+    try:
+        out = Path(cfg.run.output_dir)
+        if overwrite and info.is_main and out.exists():
+            shutil.rmtree(out)
+        D.barrier(info)
+        return Trainer(cfg, info, progress).run(stop_after=stop_after, export_only=export_only)
+    finally:
+        D.cleanup(info)
