@@ -3,10 +3,30 @@
 Sorting by length before batching means each batch pads to a similar length, so little compute
 is spent on padding; a token budget (rather than a fixed batch size) keeps each batch's memory
 and latency similar whether sentences are short or long.
+
+Speed (measured in ``benchmarks/encode.py``):
+
+* Reduced precision is applied to the **weights** (a bf16/fp16 copy of the model), not through
+  autocast: autocast re-casts every weight on every call, which costs more than the matrix
+  multiplications of a small model. The caller's model is left untouched.
+* On the CPU, batches run on ``workers`` threads at once, each with its own single-threaded
+  intra-op pool (``torch.set_num_threads(1)`` is per thread). Independent batches need no
+  barrier between the cores after every operation, which matters for the many small
+  element-wise operations of a transformer and, even more, on a machine shared with other jobs.
+  On a GPU there is one worker and batches are sized to the card's free memory.
+* BERT-family encoders (BERT, XLM-R, RoBERTa with absolute positions) run an unpadded forward
+  (:class:`PackedForward`): the linear layers, which hold nearly all the FLOPs, see only real
+  tokens; only attention works on padded slots, several short sentences sharing one slot row
+  (block-diagonal mask) because batched products of tiny matrices are slow on CPUs. Other
+  architectures run the model's own forward on padded batches.
+* CPU and GPU share one code path: tokenise, sort, cut into batches, run them, restore order.
 """
 from __future__ import annotations
 
+import copy
 import functools
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +35,13 @@ import torch
 from bitextmine.models.loader import LoadedModel
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+#: Most CPU worker threads used by default (each runs one batch with one intra-op thread).
+MAX_DEFAULT_WORKERS = 8
+#: Default CPU tokens per batch (batch size x padded length) and per-worker memory bound (small batches stay in cache).
+CPU_TOKEN_BUDGET = 1024
+#: GPU token budgets are sized to free memory, within these bounds.
+GPU_TOKEN_BUDGET = (16_384, 262_144)
 
 
 @functools.lru_cache(maxsize=1)
@@ -28,7 +55,7 @@ def cpu_has_fast_bf16() -> bool:
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
-    """The autocast dtype for ``precision`` on ``device`` ("auto": bf16/fp16 on CUDA, bf16 on CPUs that support it)."""
+    """The compute dtype for ``precision`` on ``device`` ("auto": bf16/fp16 on CUDA, bf16 on CPUs that support it)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
     if precision == "auto":
@@ -44,20 +71,253 @@ class EncodeStats:
     tokens: int = 0  # real tokens fed to the model, special tokens included
     padded_tokens: int = 0  # tokens including padding
     truncated: int = 0  # sentences cut at max_tokens
+    batches: int = 0
+
+
+def default_workers(device: torch.device, threads: int | None = None) -> int:
+    """Batches run at once: one per CPU thread (at most :data:`MAX_DEFAULT_WORKERS`), one on a GPU."""
+    if device.type != "cpu":
+        return 1
+    threads = threads or torch.get_num_threads()
+    return max(1, min(threads, MAX_DEFAULT_WORKERS))
+
+
+def gpu_token_budget(device: torch.device, hidden: int, intermediate: int, dtype: torch.dtype) -> int:
+    """Tokens per batch for a CUDA device: a quarter of its free memory over a per-token activation estimate."""
+    try:
+        free, _ = torch.cuda.mem_get_info(device)
+    except Exception:  # no driver / not a CUDA device
+        return GPU_TOKEN_BUDGET[0]
+    item = torch.finfo(dtype).bits // 8
+    per_token = 8 * (hidden + intermediate) * item  # live activations of one layer, with slack
+    lo, hi = GPU_TOKEN_BUDGET
+    return int(max(lo, min(hi, free // 4 // max(per_token, 1))))
+
+
+def _cast_copy(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module | None:
+    """A copy of ``model`` with floating-point weights in ``dtype`` (None if it cannot be copied)."""
+    try:
+        with torch.no_grad():
+            clone = copy.deepcopy(model)
+            clone.to(dtype)
+    except Exception:  # a model that cannot be deep-copied falls back to autocast
+        return None
+    clone.eval()
+    for p in clone.parameters():
+        p.requires_grad_(False)
+    return clone
+
+
+# ------------------------------------------------------------------------------------------
+# Unpadded forward for BERT-family encoders
+
+_ACTIVATIONS = {
+    "gelu": lambda x: torch.nn.functional.gelu(x),
+    "gelu_new": lambda x: torch.nn.functional.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: torch.nn.functional.gelu(x, approximate="tanh"),
+    "relu": torch.relu,
+    "silu": torch.nn.functional.silu,
+    "swish": torch.nn.functional.silu,
+}
+_PACKED_TYPES = ("bert", "xlm-roberta", "roberta", "camembert")
+#: Attention rows shorter than this hold several sentences (batched tiny matrix products are slow).
+ATTENTION_ROW = 16
+
+
+@dataclass
+class _Layer:
+    q: torch.nn.Linear
+    k: torch.nn.Linear
+    v: torch.nn.Linear
+    o: torch.nn.Linear
+    ln1: torch.nn.LayerNorm
+    up: torch.nn.Linear
+    down: torch.nn.Linear
+    ln2: torch.nn.LayerNorm
+
+
+class PackedForward:
+    """The forward pass of a BERT-family encoder on real tokens only, with pooling.
+
+    Token states are kept as one (tokens, hidden) matrix for the embeddings, every linear layer,
+    the layer norms and the activation, so padding costs nothing there. Attention scatters the
+    tokens into rows of ``G x longest`` slots, ``G = ceil(16 / longest)`` sentences per row with
+    a block-diagonal mask (one sentence per row once sentences have 16 tokens or more); scores
+    and softmax are computed in float32. The module's weights are used in place (no copies), so
+    a model that keeps training is always seen as it is now.
+
+    :meth:`build` returns None for anything it does not reproduce exactly (other architectures,
+    relative positions, decoders, unknown activations); the caller then runs the model's own
+    forward on padded batches.
+    """
+
+    def __init__(self, model: torch.nn.Module, act, position_offset: int) -> None:
+        cfg = model.config
+        emb = model.embeddings
+        self.word, self.position, self.token_type = emb.word_embeddings, emb.position_embeddings, emb.token_type_embeddings
+        self.ln0 = emb.LayerNorm
+        self.position_offset = position_offset
+        self.heads = int(cfg.num_attention_heads)
+        self.hidden = int(cfg.hidden_size)
+        self.head_dim = self.hidden // self.heads
+        self.act = act
+        self.layers = [
+            _Layer(l.attention.self.query, l.attention.self.key, l.attention.self.value, l.attention.output.dense,
+                   l.attention.output.LayerNorm, l.intermediate.dense, l.output.dense, l.output.LayerNorm)
+            for l in model.encoder.layer
+        ]
+
+    @classmethod
+    def build(cls, model: torch.nn.Module) -> "PackedForward | None":
+        cfg = getattr(model, "config", None)
+        if cfg is None or getattr(cfg, "model_type", None) not in _PACKED_TYPES:
+            return None
+        if getattr(cfg, "position_embedding_type", "absolute") not in (None, "absolute"):
+            return None
+        if getattr(cfg, "is_decoder", False) or getattr(cfg, "add_cross_attention", False):
+            return None
+        act = _ACTIVATIONS.get(getattr(cfg, "hidden_act", None)) if isinstance(getattr(cfg, "hidden_act", None), str) else None
+        if act is None or cfg.hidden_size % cfg.num_attention_heads:
+            return None
+        try:
+            offset = 0 if cfg.model_type == "bert" else int(model.embeddings.padding_idx) + 1
+            built = cls(model, act, offset)
+        except (AttributeError, TypeError):
+            return None
+        for layer in built.layers:
+            for lin in (layer.q, layer.k, layer.v, layer.o, layer.up, layer.down):
+                if not isinstance(lin, torch.nn.Linear):
+                    return None
+            for ln in (layer.ln1, layer.ln2):
+                if not isinstance(ln, torch.nn.LayerNorm):
+                    return None
+        if not isinstance(built.ln0, torch.nn.LayerNorm) or built.head_dim * built.heads != built.hidden:
+            return None
+        return built
+
+    def __call__(self, seqs: list[list[int]], pooling: str, device: torch.device) -> torch.Tensor:
+        """(len(seqs), hidden) float32 pooled states of the token id lists ``seqs``."""
+        lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
+        n, total = len(seqs), int(lengths.sum())
+        starts = np.zeros(n, dtype=np.int64)
+        np.cumsum(lengths[:-1], out=starts[1:])
+        seg = np.repeat(np.arange(n), lengths)  # sentence of each token
+        local = np.arange(total) - starts[seg]  # position of each token in its sentence
+        ids = np.fromiter((t for s in seqs for t in s), dtype=np.int64, count=total)
+
+        longest = int(lengths.max())
+        group = 1 if longest >= ATTENTION_ROW else -(-ATTENTION_ROW // longest)
+        rows, width = -(-n // group), group * longest
+        slot = (seg // group) * width + (seg % group) * longest + local  # token -> attention slot
+        owner = np.full(rows * width, -1, dtype=np.int64)
+        owner[slot] = seg
+        owner = owner.reshape(rows, width)
+        allowed = (owner[:, :, None] == owner[:, None, :]) & (owner[:, None, :] >= 0)
+
+        as_t = functools.partial(torch.from_numpy)
+        ids_t, pos_t, slot_t = as_t(ids), as_t(local + self.position_offset), as_t(slot)
+        seg_t = as_t(seg)
+        mask = torch.zeros(allowed.shape, dtype=torch.float32)
+        mask.masked_fill_(~as_t(allowed), torch.finfo(torch.float32).min)
+        if device.type != "cpu":
+            ids_t, pos_t, slot_t, seg_t, mask = (t.to(device, non_blocking=True) for t in (ids_t, pos_t, slot_t, seg_t, mask))
+        if rows * width == total:  # no empty slot: tokens are already in slot order
+            slot_t = None
+        mask = mask.unsqueeze(1).expand(rows, self.heads, width, width).reshape(rows * self.heads, width, width)
+
+        F = torch.nn.functional
+        x = self.word(ids_t) + self.position(pos_t) + self.token_type.weight[0]
+        x = F.layer_norm(x, self.ln0.normalized_shape, self.ln0.weight, self.ln0.bias, self.ln0.eps)
+        h, d = self.heads, self.head_dim
+        scale = d ** -0.5
+        for L in self.layers:
+            q, k, v = L.q(x), L.k(x), L.v(x)
+            ctx = self._attention(q, k, v, slot_t, rows, width, mask, scale)
+            a = L.o(ctx).add_(x)
+            x = F.layer_norm(a, L.ln1.normalized_shape, L.ln1.weight, L.ln1.bias, L.ln1.eps)
+            y = L.down(self.act(L.up(x))).add_(x)
+            x = F.layer_norm(y, L.ln2.normalized_shape, L.ln2.weight, L.ln2.bias, L.ln2.eps)
+
+        x = x.float()
+        if pooling == "cls":
+            return x[as_t(starts).to(device)]
+        sums = torch.zeros((n, self.hidden), dtype=torch.float32, device=device).index_add_(0, seg_t, x)
+        return sums / as_t(lengths).to(device=device, dtype=torch.float32).unsqueeze(1)
+
+    def _attention(self, q, k, v, slot, rows, width, mask, scale) -> torch.Tensor:
+        """Multi-head attention of packed (tokens, hidden) q, k, v within each sentence."""
+        h, d, hid = self.heads, self.head_dim, self.hidden
+
+        def heads(t: torch.Tensor, dtype) -> torch.Tensor:  # (tokens, hidden) -> (rows*heads, width, d)
+            if slot is None:  # every slot holds a token, in order: no scatter needed
+                buf = t.to(dtype)
+            else:
+                buf = t.new_zeros((rows * width, hid), dtype=dtype)
+                buf.index_copy_(0, slot, t.to(dtype))
+            return buf.view(rows, width, h, d).transpose(1, 2).reshape(rows * h, width, d)
+
+        if q.dtype == torch.float32:
+            scores = torch.baddbmm(mask, heads(q, q.dtype), heads(k, k.dtype).transpose(1, 2), alpha=scale)
+        else:  # products in the compute dtype (fp32 accumulation), scaling, mask and softmax in fp32
+            scores = torch.bmm(heads(q, q.dtype), heads(k, k.dtype).transpose(1, 2)).float().mul_(scale).add_(mask)
+        probs = torch.softmax(scores, dim=-1).to(v.dtype)
+        ctx = torch.bmm(probs, heads(v, v.dtype))  # (rows*heads, width, d)
+        ctx = ctx.view(rows, h, width, d).transpose(1, 2).reshape(rows * width, hid)
+        return ctx if slot is None else ctx.index_select(0, slot)
 
 
 class Encoder:
     """Embeds lists of sentences with a loaded model and its recipe.
 
-    ``token_budget`` bounds batch size x padded length; ``precision`` picks the autocast dtype.
+    ``precision`` picks the compute dtype ("auto", "fp32", "bf16", "fp16"); reduced precisions run
+    a copy of the model with weights in that dtype (the caller's model is not modified).
+    ``token_budget`` bounds batch size x padded length (default: 1,024 on the CPU, sized to free
+    memory on a GPU). ``workers``: batches run at once (default: one per CPU thread, up to 8; one
+    on a GPU); CPU workers use one intra-op thread each. ``packed=False`` forces the model's own
+    padded forward even where the unpadded one applies (for comparison).
     Output: float32 (n, dim), L2-normalised when the recipe says so, in input order.
     """
 
-    def __init__(self, lm: LoadedModel, *, precision: str = "auto", token_budget: int | None = None) -> None:
+    def __init__(
+        self,
+        lm: LoadedModel,
+        *,
+        precision: str = "auto",
+        token_budget: int | None = None,
+        workers: int | None = None,
+        packed: bool = True,
+    ) -> None:
         self.lm = lm
         self.device = next(lm.model.parameters()).device
         self.dtype = resolve_precision(precision, self.device)
-        self.token_budget = token_budget or (65536 if self.device.type == "cuda" else 8192)
+        self.model = lm.model
+        self._autocast = False
+        if self.dtype != torch.float32 and next(lm.model.parameters()).dtype != self.dtype:
+            cast = _cast_copy(lm.model, self.dtype)
+            if cast is None:
+                self._autocast = True
+            else:
+                self.model = cast
+        cfg = getattr(lm.model, "config", None)
+        self.packed = PackedForward.build(self.model) if packed else None
+        if token_budget is None:
+            if self.device.type == "cuda":
+                hidden = int(getattr(cfg, "hidden_size", 1024))
+                token_budget = gpu_token_budget(self.device, hidden, int(getattr(cfg, "intermediate_size", 4 * hidden)), self.dtype)
+            else:
+                token_budget = CPU_TOKEN_BUDGET
+        if token_budget < 1:
+            raise ValueError(f"token_budget must be at least 1, got {token_budget}")
+        self.token_budget = int(token_budget)
+        threads = torch.get_num_threads()
+        self.workers = int(workers) if workers is not None else default_workers(self.device, threads)
+        if self.workers < 1:
+            raise ValueError(f"workers must be at least 1, got {self.workers}")
+        if self.device.type != "cpu":
+            self.workers = 1
+        self.threads_per_worker = max(1, threads // self.workers)
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
         self.stats = EncodeStats()
         tok = lm.tokenizer
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
@@ -101,7 +361,6 @@ class Encoder:
             start += size
         return out
 
-    @torch.inference_mode()
     def encode(self, texts: list[str]) -> np.ndarray:
         """Embed ``texts``: float32 array (len(texts), dim) in the same order."""
         out = np.empty((len(texts), self.dim), dtype=np.float32)
@@ -109,29 +368,87 @@ class Encoder:
             return out
         ids = self.tokenize(texts)
         lengths = np.fromiter((len(s) for s in ids), dtype=np.int64, count=len(ids))
-        for idx in self.batches(lengths):
-            out[idx] = self._forward([ids[i] for i in idx])
+        batches = self.batches(lengths)
+        jobs = ([ids[i] for i in idx] for idx in batches)
+        if self.workers > 1 and len(batches) > 1:
+            results = self._executor().map(self._forward, jobs)
+        else:
+            results = map(self._forward, jobs)
+        for idx, emb in zip(batches, results):
+            out[idx] = emb
         self.stats.sentences += len(texts)
         self.stats.tokens += int(lengths.sum())
         return out
 
-    def _forward(self, seqs: list[list[int]]) -> np.ndarray:
+    def close(self) -> None:
+        """Stop the worker threads (they are restarted on the next :meth:`encode`)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def __del__(self) -> None:
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=False)
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            main_threads = torch.get_num_threads()
+            ready = threading.Barrier(self.workers + 1)
+            pool = ThreadPoolExecutor(self.workers, thread_name_prefix="bitextmine-encode",
+                                      initializer=_init_worker, initargs=(self.threads_per_worker, ready))
+            for _ in range(self.workers):  # one submit per thread: all start and initialise now
+                pool.submit(int)
+            ready.wait()
+            # torch.set_num_threads also sets the default that threads started later inherit;
+            # give it back to the caller's setting (the workers keep their own).
+            torch.set_num_threads(main_threads)
+            self._pool = pool
+        return self._pool
+
+    def _inputs(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(s) for s in seqs)
-        input_ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        ids = np.full((len(seqs), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(seqs), width), dtype=np.int64)
         for row, s in enumerate(seqs):
-            input_ids[row, : len(s)] = torch.tensor(s, dtype=torch.long)
+            ids[row, : len(s)] = s
             mask[row, : len(s)] = 1
-        self.stats.padded_tokens += input_ids.numel()
-        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
-        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
-            hidden = self.lm.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
-        emb = pool(hidden.float(), mask, self.lm.recipe.pooling)
+        return torch.from_numpy(ids), torch.from_numpy(mask)
+
+    @torch.inference_mode()
+    def _forward(self, seqs: list[list[int]]) -> np.ndarray:
+        if self.packed is not None and not self._autocast:
+            with self._lock:
+                self.stats.padded_tokens += sum(len(q) for q in seqs)
+                self.stats.batches += 1
+            emb = self.packed(seqs, self.lm.recipe.pooling, self.device)
+            return self._finish(emb)
+        input_ids, mask = self._inputs(seqs)
+        with self._lock:
+            self.stats.padded_tokens += input_ids.numel()
+            self.stats.batches += 1
+        if self.device.type == "cuda":
+            input_ids = input_ids.pin_memory().to(self.device, non_blocking=True)
+            mask = mask.pin_memory().to(self.device, non_blocking=True)
+        elif self.device.type != "cpu":
+            input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self._autocast):
+            hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        return self._finish(pool(hidden.float(), mask, self.lm.recipe.pooling))
+
+    def _finish(self, emb: torch.Tensor) -> np.ndarray:
         if self.lm.head is not None:
             emb = self.lm.head(emb)
         if self.lm.recipe.normalize:
             emb = torch.nn.functional.normalize(emb, dim=-1)
         return emb.cpu().numpy()
+
+
+def _init_worker(threads: int, ready: threading.Barrier) -> None:
+    """Worker thread set-up: its own intra-op thread count (OpenMP and MKL settings are per thread)."""
+    torch.get_num_threads()  # initialise this thread's settings from the process default first
+    torch.set_num_threads(threads)
+    ready.wait()
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:

@@ -18,7 +18,7 @@ import numpy as np
 
 from bitextmine.corpus import Errors, check_input, input_identity
 from bitextmine.errors import InputError
-from bitextmine.knn import knn
+from bitextmine.knn import knn_pair
 from bitextmine.margin import Candidates, Margin, Strategy, select
 from bitextmine.store import MANIFEST, EmbeddingStore, check_same_model
 
@@ -116,8 +116,7 @@ def mine_stores(
         src_rows, tgt_rows = unique_rows(src), unique_rows(tgt)
         xs, ys = SubsetBlocks(src, src_rows), SubsetBlocks(tgt, tgt_rows)
     kw = dict(index=opts.index, block_rows=opts.block_rows, nprobe=opts.nprobe, use_gpu=opts.use_gpu, progress=progress)
-    fwd_sims, fwd_ids = knn(xs, ys, opts.k, **kw)
-    bwd_sims, bwd_ids = knn(ys, xs, opts.k, **kw)
+    (fwd_sims, fwd_ids), (bwd_sims, bwd_ids) = knn_pair(xs, ys, opts.k, **kw)  # one IVF training for both
     cand = select(fwd_sims, fwd_ids, bwd_sims, bwd_ids, margin=opts.margin, strategy=opts.strategy)
     cand = filter_candidates(cand, opts.threshold, opts.top)
     if src_rows is not None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 
+import bitextmine.knn as knn_mod
 from bitextmine.errors import InputError, MismatchError
-from bitextmine.knn import ArrayBlocks, BlockSource, auto_index, knn
+from bitextmine.knn import ArrayBlocks, BlockSource, GpuFallbackWarning, auto_index, knn
 from bitextmine.margin import mine_embeddings, select
 
 
@@ -147,8 +149,11 @@ def test_argument_errors(data: tuple[np.ndarray, np.ndarray]) -> None:
     assert D.shape == I.shape == (NQ, 0)
     D, I = knn(xq[:0], xb, 3)
     assert D.shape == I.shape == (0, 3)
-    D, I = knn(xq, xb, 3, use_gpu=True)  # CPU-only FAISS: falls back to the CPU
-    assert_knn_equal(D, I, xq, xb, 3)
+    if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() == 0:
+        knn_mod._warned.clear()
+        with pytest.warns(GpuFallbackWarning):  # no GPU for FAISS: falls back to the CPU, says so
+            D, I = knn(xq, xb, 3, use_gpu=True)
+        assert_knn_equal(D, I, xq, xb, 3)
 
 
 @pytest.mark.parametrize("spec", ["IVF1x,Flat", "nonsense", "PQ7", "IVF8,PQ5"])
@@ -211,10 +216,11 @@ def test_ivf_train_sample_from_block_source(structured: tuple[np.ndarray, np.nda
 def test_auto_index_rule() -> None:
     assert auto_index(1_000, 1024) == ("flat", {})
     assert auto_index(99_999, 1024) == ("flat", {})
-    assert auto_index(100_000, 1024) == ("IVF1024,Flat", {"nprobe": 64})
-    assert auto_index(1_000_000, 1024) == ("IVF4096,Flat", {"nprobe": 256})
-    assert auto_index(10_000_000, 1024) == ("IVF16384,SQ8", {"nprobe": 1024})
-    assert auto_index(100_000_000, 1024) == ("IVF32768,PQ64", {"nprobe": 2048})
+    assert auto_index(100_000, 1024) == ("IVF1024,SQfp16", {"nprobe": 16, "train_size": 32_768})
+    assert auto_index(1_000_000, 384) == ("IVF4096,SQfp16", {"nprobe": 32, "train_size": 131_072})
+    assert auto_index(1_000_000, 1024) == ("IVF4096,SQfp16", {"nprobe": 32, "train_size": 131_072})
+    assert auto_index(10_000_000, 384) == ("IVF16384,SQ8", {"nprobe": 128, "train_size": 524_288})
+    assert auto_index(100_000_000, 1024) == ("IVF32768,PQ32", {"nprobe": 256, "train_size": 1_048_576})
     assert auto_index(1_000_000, 768, memory_budget=2**20)[0] == "IVF4096,PQ8"
 
 
