@@ -66,7 +66,12 @@ def main() -> None:
     ap.add_argument("--data-root", default="../shared/data")
     ap.add_argument("--name", default="train_ablation")
     ap.add_argument("--note", action="append", default=[], help="a line for the Notes section of the Markdown (repeatable)")
+    ap.add_argument("--render", default=None, help="only rewrite the Markdown of this result JSON")
     args = ap.parse_args()
+    if args.render:
+        p = Path(args.render)
+        p.with_suffix(".md").write_text(markdown(json.loads(p.read_text())))
+        return
 
     from bitextmine.training.config import load_config
     from bitextmine.training.loop import train
@@ -133,7 +138,8 @@ def main() -> None:
 
 def markdown(rec: dict) -> str:
     lines = [f"# {rec['benchmark']}: TR only vs DAP, {rec['steps']} steps from the packaged model", "",
-             f"Started {rec['started']} on {rec['machine']['cores']} cores ({rec['machine']['cpu_model']}); recipe `{rec['config']}`.", "",
+             f"Collected {rec['started']} on {rec['machine']['cores']} cores ({rec['machine']['cpu_model']}); recipe `{rec['config']}`.", "",
+             f"Made by: `{rec['command'].split(' --note ')[0]}` (with the notes below as `--note` arguments).", "",
              "| model | Tatoeba-36 mean (both) | xx→eng | eng→xx | BUCC zh-en F1 (P / R) | dev flores p@1 (best step) | steps/s |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for name, r in rec["results"].items():

@@ -64,10 +64,16 @@ AUTO_FLAT_BELOW = 100_000
 #: ``auto`` keeps the index's vector codes under this many bytes (fp16, else SQ8, else PQ).
 AUTO_MEMORY_BUDGET = 4 * 2**30
 #: IVF lists probed by ``auto``, as a fraction of the lists, within the bounds below.
-AUTO_NPROBE_FRACTION = 1 / 128
+AUTO_NPROBE_FRACTION = 1 / 16
 AUTO_NPROBE_MIN, AUTO_NPROBE_MAX = 16, 256
-#: Query rows per block on the by-list IVF path: block_rows times this.
+#: Query rows per block on the by-list IVF path: block_rows times this, but at most
+#: IVF_PROBES_PER_BLOCK / nprobe rows (bounds the (rows x nprobe) assignment arrays, ~24 bytes an entry).
 IVF_QUERY_BLOCKS = 4
+IVF_PROBES_PER_BLOCK = 1 << 24
+
+
+def _ivf_query_rows(block_rows: int, nprobe: int) -> int:
+    return max(1024, min(block_rows * IVF_QUERY_BLOCKS, IVF_PROBES_PER_BLOCK // max(1, nprobe)))
 
 
 class GpuFallbackWarning(UserWarning):
@@ -257,7 +263,8 @@ def auto_index(n: int, dim: int, *, memory_budget: int = AUTO_MEMORY_BUDGET) -> 
 
     * ``n < AUTO_FLAT_BELOW`` (100k): ``"flat"`` (exact, blocked), no parameters.
     * otherwise IVF with ``nlist = 2 ** round(log2(4 * sqrt(n)))`` lists (1,024 at 100k, 4,096 at
-      1M, 16,384 at 10M), probing ``nprobe = clamp(nlist / 128, 16, 256)`` of them, trained on
+      1M, 16,384 at 10M), probing ``nprobe = clamp(nlist / 16, 16, 256)`` of them (6% of the
+      lists up to 4,096 lists: 64 at 100k, 256 at 1M; 256 above, where users may raise it), trained on
       ``train_size = min(n, 32 * nlist)`` vectors; codes keep the stored vectors under
       ``memory_budget`` bytes (default 4 GiB): ``SQfp16`` (2·dim bytes a vector: exact for
       embeddings stored as fp16, as bitextmine stores them) if that fits, else ``SQ8`` (dim
@@ -365,7 +372,7 @@ def knn(
     index: ``"flat"`` (exact, blocked), ``"auto"`` (see :func:`auto_index`) or a FAISS factory string.
     block_rows: rows per query / database block (memory ~ 2 * block_rows * dim * 4 bytes on the flat
         path; the by-list IVF path reads ``4 * block_rows`` query rows at a time).
-    nprobe: IVF lists probed (default: the auto rule's, ``clamp(nlist / 128, 16, 256)``); InputError if the index has none.
+    nprobe: IVF lists probed (default: the auto rule's, ``clamp(nlist / 16, 16, 256)``); InputError if the index has none.
     train_size: training sample size (auto: ``min(nb, 32 * nlist)``; other factory strings
         ``min(nb, max(50_000, 39 * nlist))``); ``seed`` draws it.
     use_gpu: None = all GPUs FAISS sees, if any; False = CPU; True = GPUs (CPU with a
@@ -620,7 +627,7 @@ def _search(index: Any, on_gpu: bool, qs: BlockSource, k: int, block_rows: int, 
     """Search every query: by list for large query sets on CPU IVF indexes with decodable codes, else FAISS's own search."""
     ivf = None if on_gpu else _ivf_of(index)
     if ivf is not None and _decodable(ivf):
-        return _search_ivf_by_list(ivf, qs, k, block_rows * IVF_QUERY_BLOCKS, progress)
+        return _search_ivf_by_list(ivf, qs, k, _ivf_query_rows(block_rows, int(ivf.nprobe)), progress)
     return _search_blocks(index, qs, k, block_rows, progress)
 
 
@@ -707,7 +714,7 @@ class _Coarse:
             raise InputError(f"nprobe must be at least 1, got {nprobe}")
         ivf = self.build(db, d_side, nprobe, block_rows)
         try:
-            return _search_ivf_by_list(ivf, qs, k, block_rows * IVF_QUERY_BLOCKS, progress, shift=self.means[q_side])
+            return _search_ivf_by_list(ivf, qs, k, _ivf_query_rows(block_rows, nprobe), progress, shift=self.means[q_side])
         finally:
             del ivf
 
@@ -788,14 +795,14 @@ def _search_ivf_by_list(
         for xq in _blocks(qs, query_rows):
             m = len(xq)
             probe = xq if shift is None else xq - shift
-            lists = _assign(ivf.quantizer, probe, nprobe, workers).ravel()  # -1 = no list
+            lists = _assign(ivf.quantizer, probe, nprobe, workers).ravel().astype(np.int32)  # -1 = no list
             del probe
-            owners = np.repeat(np.arange(m, dtype=np.int64), nprobe)
+            owners = np.repeat(np.arange(m, dtype=np.int32), nprobe)
             keep = lists >= 0
             lists, owners = lists[keep], owners[keep]
             order = np.argsort(lists, kind="stable")
             lists, owners = lists[order], owners[order]
-            bounds = np.searchsorted(lists, np.arange(nlist + 1))
+            bounds = np.searchsorted(lists, np.arange(nlist + 1, dtype=np.int32))
             del order, keep
             active = np.nonzero((bounds[1:] > bounds[:-1]) & (sizes > 0))[0]
             work = (bounds[active + 1] - bounds[active]) * sizes[active]

@@ -216,10 +216,10 @@ def test_ivf_train_sample_from_block_source(structured: tuple[np.ndarray, np.nda
 def test_auto_index_rule() -> None:
     assert auto_index(1_000, 1024) == ("flat", {})
     assert auto_index(99_999, 1024) == ("flat", {})
-    assert auto_index(100_000, 1024) == ("IVF1024,SQfp16", {"nprobe": 16, "train_size": 32_768})
-    assert auto_index(1_000_000, 384) == ("IVF4096,SQfp16", {"nprobe": 32, "train_size": 131_072})
-    assert auto_index(1_000_000, 1024) == ("IVF4096,SQfp16", {"nprobe": 32, "train_size": 131_072})
-    assert auto_index(10_000_000, 384) == ("IVF16384,SQ8", {"nprobe": 128, "train_size": 524_288})
+    assert auto_index(100_000, 1024) == ("IVF1024,SQfp16", {"nprobe": 64, "train_size": 32_768})
+    assert auto_index(1_000_000, 384) == ("IVF4096,SQfp16", {"nprobe": 256, "train_size": 131_072})
+    assert auto_index(1_000_000, 1024) == ("IVF4096,SQfp16", {"nprobe": 256, "train_size": 131_072})
+    assert auto_index(10_000_000, 384) == ("IVF16384,SQ8", {"nprobe": 256, "train_size": 524_288})
     assert auto_index(100_000_000, 1024) == ("IVF32768,PQ32", {"nprobe": 256, "train_size": 1_048_576})
     assert auto_index(1_000_000, 768, memory_budget=2**20)[0] == "IVF4096,PQ8"
 
