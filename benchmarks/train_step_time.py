@@ -94,7 +94,9 @@ def main() -> None:
     out = {"benchmark": "train_step_time", **head, "config": args.config, "overrides": args.set, "batch_size": batch, "dtype": str(trainers[names[0]].dtype),
            "max_length": cfgs[names[0]].data.max_length, "results": res}
     path = write_result(args.name, out)
-    path.with_suffix(".md").write_text(markdown(out))
+    import json
+
+    path.with_suffix(".md").write_text(markdown(json.loads(path.read_text())))
     for n in names:
         r = res[n]
         print(f"{n:14s} {r['median_s_per_step']:.3f} s/step  {r['ms_per_pair']:.2f} ms/pair  x{r['ratio_to_tr']:.2f}  "
@@ -105,7 +107,8 @@ def main() -> None:
 def markdown(out: dict) -> str:
     m = out["machine"]
     lines = [f"# Training step time: DAP vs TR only ({out['config']})", "",
-             f"{out['started']}, {m['cores']} cores ({m['cpu_model']}), load average at start {m['load_average_at_start'][0]:.1f}; "
+             f"{out['started']}, {m['cores']} cores ({m['cpu_model']}), load average {m['load_average_at_start'][0]:.1f} at start"
+             + (f" and {out['load_average_at_end'][0]:.1f} at the end" if "load_average_at_end" in out else "") + "; "
              f"batch {out['batch_size']} pairs, max length {out['max_length']}, autocast {out['dtype'].replace('torch.', '')}. "
              "Variants timed round-robin in one process (median of all timed steps).", "",
              "| variant | s/step | ms/pair | × TR | RTL vocabulary | trainable parameters |", "|---|---:|---:|---:|---:|---:|"]
