@@ -170,7 +170,8 @@ def test_tr_only_and_changed_config_and_bad_input(setup, tmp_path):
         (["--config", cfg, "--set", "model.name=/no/such/model"], "no such folder"),
         (["--config", cfg, "--out", tmp_path / "none", "--export-only"], "no checkpoint"),
     ]:
-        res = invoke(*args, ok=False)
+        res = invoke(*args, *([] if "--out" in args else ["--out", tmp_path / "bad"]), ok=False)
+        assert not (tmp_path / "bad").exists()  # nothing is left behind by a run that could not start
         lines = [ln for ln in res.output.strip().splitlines() if ln.startswith("error:")]
         assert res.exit_code == 2 and len(lines) == 1 and msg in lines[0], res.output
 

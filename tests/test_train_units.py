@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from bitextmine.training.config import ConfigError, load_config
-from bitextmine.training.data import (LangData, PreparedData, Ragged, Sampler, TokenLayout, filter_reason, find_train_files,
+from bitextmine.training.data import (LangData, PreparedData, Ragged, Sampler, filter_reason, find_train_files,
                                       make_batch, read_tsv, token_layout)
 from bitextmine.training.losses import ranking_loss, rtl_loss_sum, translation_ranking_loss
 from bitextmine.training.model import DualEncoder

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import random
 import shutil
@@ -33,7 +32,7 @@ from bitextmine.models.loader import LoadedModel, load_model
 from bitextmine.models.recipe import Recipe
 from bitextmine.training import distributed as D
 from bitextmine.training.config import TrainConfig
-from bitextmine.training.data import DevSet, PreparedData, Sampler, flores_dev, make_batch, prepare_data, split_dev, tatoeba_dev
+from bitextmine.training.data import DevSet, Sampler, flores_dev, make_batch, prepare_data, split_dev, tatoeba_dev
 from bitextmine.training.export import export_encoder
 from bitextmine.training.losses import translation_ranking_loss
 from bitextmine.training.model import DualEncoder, disable_dropout
@@ -376,13 +375,12 @@ class Trainer:
         cfg, info = self.cfg, self.info
         t0 = time.perf_counter()
         meta = self.load_checkpoint_meta()
+        self.emit("config", config=cfg.to_dict(), output_dir=str(self.out), world=info.world,
+                  resume_step=int(meta["state"]["step"]) if meta else 0)
+        self.build()  # model and data first: a run that cannot start leaves no folder behind
         if info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.toml").write_text(cfg.to_toml(), encoding="utf-8")
-        self.emit("config", config=cfg.to_dict(), output_dir=str(self.out), world=info.world,
-                  resume_step=int(meta["state"]["step"]) if meta else 0)
-        self.build()
-        if info.is_main:
             (self.out / "data_report.json").write_text(json.dumps(self.data.report, indent=1))
         n_train = sum(len(d) for d in self.data.langs.values())
         self.emit("data_ready", report=self.data.report, train_pairs=n_train, languages=self.data.languages,
