@@ -1,10 +1,15 @@
-"""Markdown tables from benchmarks/results/*.json (pasted into benchmarks/README.md).
+"""Markdown tables from benchmarks/results/*.json.
 
-    .venv/bin/python benchmarks/tables.py
+    .venv/bin/python benchmarks/tables.py            # print them
+    .venv/bin/python benchmarks/tables.py --write    # put them into benchmarks/README.md
+
+``--write`` fills each ``<!-- tables: NAME -->`` marker of the README (up to its
+``<!-- /tables: NAME -->`` end marker, added if missing) with the table of results/NAME.json.
 """
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -90,9 +95,28 @@ def mine_nprobe(r: dict) -> str:
     return "\n".join(out)
 
 
+TABLES = (("encode-speed", encode_speed), ("encode-speed-compile", encode_speed), ("encode-accuracy", encode_accuracy),
+          ("encode-memory", encode_memory), ("mine", mine), ("mine-nprobe", mine_nprobe))
+
+
+def write_readme() -> None:
+    readme = RESULTS.parent / "README.md"
+    text = readme.read_text()
+    for name, fn in TABLES:
+        r = load(name)
+        if r is None:
+            continue
+        block = f"<!-- tables: {name} -->\n{fn(r)}\n<!-- /tables: {name} -->"
+        pattern = re.compile(rf"<!-- tables: {re.escape(name)} -->(.*?<!-- /tables: {re.escape(name)} -->)?", re.DOTALL)
+        text = pattern.sub(lambda m: block, text, count=1)
+    readme.write_text(text)
+
+
 def main() -> None:
-    for name, fn in (("encode-speed", encode_speed), ("encode-speed-compile", encode_speed), ("encode-accuracy", encode_accuracy),
-                     ("encode-memory", encode_memory), ("mine", mine), ("mine-nprobe", mine_nprobe)):
+    if "--write" in sys.argv[1:]:
+        write_readme()
+        return
+    for name, fn in TABLES:
         r = load(name)
         if r is not None:
             sys.stdout.write(f"### {name}\n\n{fn(r)}\n\n")

@@ -122,6 +122,8 @@ _ACTIVATIONS = {
 _PACKED_TYPES = ("bert", "xlm-roberta", "roberta", "camembert")
 #: Attention rows shorter than this hold several sentences (batched tiny matrix products are slow).
 ATTENTION_ROW = 16
+#: Token counts of the packed matrix are rounded up to a multiple of this (few distinct shapes).
+ROW_BUCKET = 32
 
 
 @dataclass
@@ -142,9 +144,11 @@ class PackedForward:
     Token states are kept as one (tokens, hidden) matrix for the embeddings, every linear layer,
     the layer norms and the activation, so padding costs nothing there. Attention scatters the
     tokens into rows of ``G x longest`` slots, ``G = ceil(16 / longest)`` sentences per row with
-    a block-diagonal mask (one sentence per row once sentences have 16 tokens or more); scores
-    and softmax are computed in float32. The module's weights are used in place (no copies), so
-    a model that keeps training is always seen as it is now.
+    a block-diagonal mask (one sentence per row once sentences have 16 tokens or more); scaling,
+    mask and softmax are in float32. Row counts are rounded up (tokens to a multiple of
+    :data:`ROW_BUCKET`, attention rows to a multiple of 8) with empty rows that no real token
+    sees, so that the kernels meet few distinct shapes. The module's weights are used in place
+    (no copies), so a model that keeps training is always seen as it is now.
 
     :meth:`build` returns None for anything it does not reproduce exactly (other architectures,
     relative positions, decoders, unknown activations); the caller then runs the model's own
@@ -207,14 +211,15 @@ class PackedForward:
 
         longest = int(lengths.max())
         group = 1 if longest >= ATTENTION_ROW else -(-ATTENTION_ROW // longest)
-        rows, width = -(-n // group), group * longest
+        rows = -(-n // group)
+        rows, width = -(-rows // 8) * 8, group * longest  # rows rounded up to a multiple of 8: few distinct shapes
         slot = (seg // group) * width + (seg % group) * longest + local  # token -> attention slot
         owner = np.full(rows * width, -1, dtype=np.int64)
         owner[slot] = seg
         owner = owner.reshape(rows, width)
         allowed = (owner[:, :, None] == owner[:, None, :]) & (owner[:, None, :] >= 0)
 
-        as_t = functools.partial(torch.from_numpy)
+        as_t = torch.from_numpy
         ids_t, pos_t, slot_t = as_t(ids), as_t(local + self.position_offset), as_t(slot)
         seg_t = as_t(seg)
         mask = torch.zeros(allowed.shape, dtype=torch.float32)
@@ -228,17 +233,24 @@ class PackedForward:
         F = torch.nn.functional
         x = self.word(ids_t) + self.position(pos_t) + self.token_type.weight[0]
         x = F.layer_norm(x, self.ln0.normalized_shape, self.ln0.weight, self.ln0.bias, self.ln0.eps)
-        h, d = self.heads, self.head_dim
-        scale = d ** -0.5
+        # Round the token count up to a multiple of ROW_BUCKET with empty rows: the linear layers then
+        # see few distinct shapes (oneDNN keeps kernels per shape; an unbounded variety of shapes grew
+        # memory by ~0.4 MB per thousand sentences in bf16).
+        padded = -(-total // ROW_BUCKET) * ROW_BUCKET
+        if padded != total:
+            x = F.pad(x, (0, 0, 0, padded - total))
+        scale = self.head_dim ** -0.5
         for L in self.layers:
             q, k, v = L.q(x), L.k(x), L.v(x)
-            ctx = self._attention(q, k, v, slot_t, rows, width, mask, scale)
+            ctx = self._attention(q[:total], k[:total], v[:total], slot_t, rows, width, mask, scale)
+            if padded != total:
+                ctx = F.pad(ctx, (0, 0, 0, padded - total))
             a = L.o(ctx).add_(x)
             x = F.layer_norm(a, L.ln1.normalized_shape, L.ln1.weight, L.ln1.bias, L.ln1.eps)
             y = L.down(self.act(L.up(x))).add_(x)
             x = F.layer_norm(y, L.ln2.normalized_shape, L.ln2.weight, L.ln2.bias, L.ln2.eps)
 
-        x = x.float()
+        x = x[:total].float()
         if pooling == "cls":
             return x[as_t(starts).to(device)]
         sums = torch.zeros((n, self.hidden), dtype=torch.float32, device=device).index_add_(0, seg_t, x)
@@ -418,8 +430,8 @@ class Encoder:
     @torch.inference_mode()
     def _forward(self, seqs: list[list[int]]) -> np.ndarray:
         if self.packed is not None and not self._autocast:
-            with self._lock:
-                self.stats.padded_tokens += sum(len(q) for q in seqs)
+            with self._lock:  # token rows of the linear layers (rounded up to ROW_BUCKET)
+                self.stats.padded_tokens += -(-sum(len(q) for q in seqs) // ROW_BUCKET) * ROW_BUCKET
                 self.stats.batches += 1
             emb = self.packed(seqs, self.lm.recipe.pooling, self.device)
             return self._finish(emb)

@@ -15,12 +15,21 @@ Two paths:
   ``"auto"`` picks exact search for small databases and an IVF index otherwise, with its
   parameters (lists, lists probed, training sample, codes) set by size: see :func:`auto_index`.
 
-Large query sets against IVF indexes with flat or scalar-quantised codes are searched list by
-list on the CPU (:func:`_search_ivf_by_list`): the queries of a block are grouped by the lists
-they probe, and each list is compared with all its queries in one matrix product. FAISS's own
-search walks the lists query by query, re-reading list vectors from memory for every query; by
-list, each list is read once per query block and the work runs at matrix-multiply speed. The
-neighbours found are the same (the probed lists and the scoring do not change).
+On the CPU, IVF indexes with flat or scalar-quantised codes (``"IVF{n},Flat"``,
+``"IVF{n},SQfp16"``, ``"IVF{n},SQ8"``..., and what ``"auto"`` picks) differ from FAISS's own
+in two ways, both measured in ``benchmarks/``:
+
+* **Search list by list** (:func:`_search_ivf_by_list`): the queries of a block are grouped by
+  the lists they probe, and each list is compared with all its queries in one matrix product.
+  FAISS's own search walks the lists query by query, re-reading list vectors for every query;
+  by list, each list is read once per query block and the work runs at matrix-multiply speed.
+  For a given assignment of queries to lists the neighbours are the same as FAISS's.
+* **Centred probing** (:class:`_Coarse`): each side is centred on its own mean before vectors
+  are assigned to lists (k-means, filing and probing all use centred vectors, with L2), while
+  the lists store the original vectors and every score is the exact inner product of the
+  original vectors. Two languages' embeddings are offset from each other; centring puts a
+  sentence and its translation in nearby lists (on the mining benchmark at 100k, 64 probes
+  recover 99.4% of exact search's true pairs centred, 95.0% uncentred).
 
 :func:`knn_pair` searches both directions (x against y, y against x), as margin mining does,
 training one coarse quantizer for both indexes on a sample drawn from both sides.
@@ -606,7 +615,8 @@ def _fill(index: faiss.Index, spec: str, db: BlockSource, nprobe: int | None, gp
         except RuntimeError:
             _warn_once(f"type:{spec}", f"FAISS index {spec!r} has no GPU version; searching on the CPU")
     ivf = None if on_gpu else _ivf_of(index)
-    direct = ivf is not None and faiss.downcast_index(index).this == ivf.this  # the IVF itself, no pre-transform
+    # the IVF itself (no pre-transform) with flat or scalar-quantised codes: fill with our own assignment
+    direct = ivf is not None and _decodable(ivf) and faiss.downcast_index(index).this == ivf.this
     with _Workers(None if direct else 1) as workers:
         for xb in _blocks(db, block_rows):
             if direct:  # assign on the worker threads, then store with the assignment given
@@ -624,7 +634,7 @@ def _fill(index: faiss.Index, spec: str, db: BlockSource, nprobe: int | None, gp
 
 
 def _search(index: Any, on_gpu: bool, qs: BlockSource, k: int, block_rows: int, progress: Callable[[int], None] | None) -> tuple[np.ndarray, np.ndarray]:
-    """Search every query: by list for large query sets on CPU IVF indexes with decodable codes, else FAISS's own search."""
+    """Search every query: by list on CPU IVF indexes with decodable codes, else FAISS's own search."""
     ivf = None if on_gpu else _ivf_of(index)
     if ivf is not None and _decodable(ivf):
         return _search_ivf_by_list(ivf, qs, k, _ivf_query_rows(block_rows, int(ivf.nprobe)), progress)
@@ -667,7 +677,7 @@ class _Coarse:
         self.quantizer = faiss.IndexFlatL2(d)
         self.quantizer.add(np.ascontiguousarray(centroids, dtype=np.float32))
         self.means = means
-        self.samples = samples  # per side, for training scalar quantizers
+        self.samples = samples  # per side (at most 32,768 rows), for training scalar quantizers
 
     @classmethod
     def train(cls, spec: str, sources: list[BlockSource], train_size: int | None, seed: int, block_rows: int, fit: list[int]) -> "_Coarse":
@@ -689,7 +699,8 @@ class _Coarse:
             raise InputError(f"cannot train FAISS index {spec!r}: {len(train)} training vectors for {nlist} lists")
         km = faiss.Kmeans(d, nlist, niter=10, seed=seed, min_points_per_centroid=1, max_points_per_centroid=1 << 20)
         km.train(np.ascontiguousarray(train, dtype=np.float32))
-        return cls(spec, d, km.centroids, means, samples)
+        del train
+        return cls(spec, d, km.centroids, means, [np.ascontiguousarray(x[:32_768]) for x in samples])
 
     def build(self, db: BlockSource, side: int, nprobe: int, block_rows: int) -> faiss.IndexIVF:
         """The database of ``side`` filed into inverted lists (codes of the original vectors)."""
