@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/encode.py speed [--trials 16] [--chunk 500] [--threads 2] [--compile]
     .venv/bin/python benchmarks/encode.py accuracy [--langs deu,fra,...]
     .venv/bin/python benchmarks/encode.py memory [--lines 10000 1000000]
+    python benchmarks/encode.py gpu [--texts FILE] [--sentences 50000] [--trials 5]   # on a CUDA machine
 
 ``speed``: the packaged default model (multilingual-E5-small) is loaded twice from the same
 converted folder: into bitextmine's :class:`~bitextmine.encode.Encoder` and into a
@@ -163,13 +164,13 @@ def flops_for(lengths: np.ndarray, model) -> dict[str, float]:
 # ------------------------------------------------------------------------------------------ variants
 
 
-def st_model(folder: Path, dtype=None):
+def st_model(folder: Path, dtype=None, device: str = "cpu"):
     import torch
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from sentence_transformers import SentenceTransformer, models
-    m = SentenceTransformer(modules=[models.Transformer(str(folder)), models.Pooling(384, "mean"), models.Normalize()], device="cpu")
+    m = SentenceTransformer(modules=[models.Transformer(str(folder)), models.Pooling(384, "mean"), models.Normalize()], device=device)
     if dtype is not None and dtype != torch.float32:
         m.to(dtype)
     return m
@@ -347,6 +348,121 @@ METHOD = ("Each trial: every variant embeds the same chunk of sentences, one aft
           "insensitive to other jobs on the machine (OpenMP spin-waiting counts as CPU time).")
 
 
+# ------------------------------------------------------------------------------------------ gpu
+
+
+def gpu_matmul_peak(dtype, size: int = 8192, reps: int = 10) -> float:
+    """GFLOP/s of size^3 products on the current CUDA device (mean of ``reps`` after 3 warm-ups)."""
+    import torch
+
+    a = torch.randn(size, size, device="cuda").to(dtype)
+    b = torch.randn(size, size, device="cuda").to(dtype)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    torch.cuda.synchronize()
+    return reps * 2 * size**3 / (time.perf_counter() - t) / 1e9
+
+
+def cmd_gpu(args) -> None:
+    """The same comparison on a CUDA GPU: whole-set passes per variant, interleaved, medians."""
+    import torch
+
+    from bitextmine.encode import Encoder
+    from bitextmine.models.loader import load_model
+
+    if not torch.cuda.is_available():
+        sys.exit("encode.py gpu: no CUDA device visible to torch")
+    if args.texts:
+        texts = [t for t in Path(args.texts).read_text(encoding="utf-8").splitlines() if t.strip()][: args.sentences]
+        corpus = f"{args.texts} (first {len(texts)} non-blank lines)"
+    else:
+        texts = tatoeba_mix(args.sentences, args.langs.split(","))
+        corpus = f"Tatoeba test sides, {args.langs} + eng, equal shares, shuffled (seed 0)"
+    lm = load_model(args.model, device="cuda")
+    prefix = lm.recipe.prefix
+    lengths = np.array([len(s) for s in Encoder(lm, precision="fp32").tokenize(texts)])
+    fl = flops_for(lengths, lm.model)
+    peak = {"bf16": gpu_matmul_peak(torch.bfloat16), "fp16": gpu_matmul_peak(torch.float16), "fp32": gpu_matmul_peak(torch.float32)}
+
+    def st(dtype, batch: int):
+        m = st_model(lm.folder, dtype, device="cuda")
+        return lambda t: np.asarray(m.encode([prefix + x for x in t], batch_size=batch, convert_to_tensor=True).float().cpu())
+
+    variants = {
+        "sentence-transformers fp32 (batch 32, its default)": st(None, 32),
+        "sentence-transformers fp16 weights (batch 256)": st(torch.float16, 256),
+        "sentence-transformers bf16 weights (batch 256)": st(torch.bfloat16, 256),
+    }
+    notes = {}
+    for name, kw in (("bitextmine default", {}), ("bitextmine bf16, padded (model's own forward, SDPA)", {"packed": False}),
+                     ("bitextmine fp16", {"precision": "fp16"}), ("bitextmine fp32", {"precision": "fp32"})):
+        enc = Encoder(lm, **kw)
+        notes[name] = {"dtype": str(enc.dtype), "token_budget": enc.token_budget, "packed": enc.packed is not None and kw.get("packed", True)}
+        variants[name] = enc.encode
+    stream = Encoder(lm)
+    notes["bitextmine default, encode_stream (8,192-sentence chunks)"] = {"dtype": str(stream.dtype), "token_budget": stream.token_budget,
+                                                                        "chunk": 8192, "what": "encode_corpus's path: the next chunk is tokenised while the model runs"}
+    variants["bitextmine default, encode_stream (8,192-sentence chunks)"] = lambda t: np.concatenate(
+        [e for _, e in stream.encode_stream(t[i:i + 8192] for i in range(0, len(t), 8192))])
+    peer = next(iter(variants))
+    names = list(variants)
+    ref = np.asarray(variants[peer](texts), np.float64)  # also the warm-up of the peer
+    cos, mem = {}, {}
+    for n in names:
+        torch.cuda.reset_peak_memory_stats()
+        c = (np.asarray(variants[n](texts), np.float64) * ref).sum(1)  # warm-up pass
+        mem[n] = torch.cuda.max_memory_allocated() / 2**20
+        cos[n] = (float(c.min()), float(c.mean()))
+        print(f"cosine to {peer}: {n}: min {c.min():.6f}; peak GPU memory {mem[n]:.0f} MiB", flush=True)
+    wall = {n: [] for n in names}
+    for trial in range(args.trials):
+        order = names[trial % len(names):] + names[: trial % len(names)]
+        for n in order:
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            variants[n](texts)
+            wall[n].append(time.perf_counter() - t0)
+        print(f"trial {trial + 1}/{args.trials}: " + ", ".join(f"{n}: {len(texts) / wall[n][-1]:.0f}/s" for n in names), flush=True)
+    med = statistics.median
+    rows = []
+    for n in names:
+        t = med(wall[n])
+        rows.append({
+            "variant": n,
+            "sentences_per_s": round(len(texts) / t, 1),
+            "ratio_to_st_fp32": round(med([wall[peer][i] / wall[n][i] for i in range(args.trials)]), 2),
+            "tflops": round(fl["flops"] / t / 1e12, 2),
+            "fraction_of_bf16_peak": round(fl["flops"] / t / 1e9 / peak["bf16"], 4),
+            "cosine_to_st_fp32_min": round(cos[n][0], 6),
+            "cosine_to_st_fp32_mean": round(cos[n][1], 6),
+            "peak_gpu_memory_mib": round(mem[n]),
+            **({"notes": notes[n]} if n in notes else {}),
+        })
+    result = {
+        **header(),
+        "benchmark": "encode-gpu",
+        "gpu": torch.cuda.get_device_name(0),
+        "model": {"source": lm.source, "fingerprint": lm.fingerprint},
+        "sentences": len(texts),
+        "corpus": corpus,
+        "tokens": {"real": int(lengths.sum()), "mean_per_sentence": round(float(lengths.mean()), 2), "max": int(lengths.max())},
+        "flop_count": {**fl, "rule": FLOP_RULE},
+        "trials": args.trials,
+        "method": ("Every variant embeds the whole set once untimed (warm-up, cosine, peak memory), then once per trial in a "
+                   "rotating order; sentences_per_s is over the median trial time, ratio the median of per-trial ratios. "
+                   "Peak: 8192^3 torch.matmul, mean of 10 after 3 warm-ups (fp32 without TF32)."),
+        "peak_gflops": {k: round(v, 1) for k, v in peak.items()},
+        "results": rows,
+    }
+    path = write_result(args.name or "encode-gpu", result)
+    print(json.dumps(rows, indent=1))
+    print(f"peak {result['peak_gflops']}; written {path}")
+
+
 # ------------------------------------------------------------------------------------------ accuracy
 
 
@@ -457,8 +573,15 @@ def main() -> None:
     me.add_argument("--lines", type=int, nargs="+", default=[10_000, 1_000_000])
     me.add_argument("--threads", type=int, default=os.cpu_count())
     me.add_argument("--name")
+    gp = sub.add_parser("gpu")
+    gp.add_argument("--texts", help="one sentence per line (default: the Tatoeba mix)")
+    gp.add_argument("--sentences", type=int, default=50_000)
+    gp.add_argument("--langs", default=",".join(TATOEBA_LANGS))
+    gp.add_argument("--model", default="default")
+    gp.add_argument("--trials", type=int, default=5)
+    gp.add_argument("--name")
     args = ap.parse_args()
-    {"speed": cmd_speed, "accuracy": cmd_accuracy, "memory": cmd_memory}[args.cmd](args)
+    {"speed": cmd_speed, "accuracy": cmd_accuracy, "memory": cmd_memory, "gpu": cmd_gpu}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,21 @@ def encode_speed(r: dict) -> str:
     return "\n".join(out)
 
 
+def encode_gpu(r: dict) -> str:
+    m, v = r["machine"], r["versions"]
+    vers = ", ".join(f"{k} {v[k]}" for k in ("torch", "transformers", "sentence-transformers") if v.get(k))
+    pk = r["peak_gflops"]
+    out = [f"Machine: {r['gpu']}, {m['cores']} CPU cores ({m['cpu_model']}); {vers}.  \nCommand: `{r['command']}` ({r['started']}).", "",
+           f"{r['sentences']:,} sentences ({r['corpus']}), {r['tokens']['mean_per_sentence']} tokens a sentence; {r['trials']} timed passes over the "
+           f"whole set per variant. Peak (8192³): bf16 {pk['bf16'] / 1e3:.0f} TFLOP/s, fp16 {pk['fp16'] / 1e3:.0f}, fp32 {pk['fp32'] / 1e3:.0f}.", "",
+           "| variant | sentences/s | × ST fp32 | TFLOP/s | fraction of bf16 peak | peak GPU memory (MiB) | cosine to ST fp32 (min) |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
+    for x in r["results"]:
+        out.append(f"| {x['variant']} | {x['sentences_per_s']:.0f} | {x['ratio_to_st_fp32']:.2f} | {x['tflops']:.1f} | {x['fraction_of_bf16_peak']:.3f} | "
+                   f"{x['peak_gpu_memory_mib']:,} | {x['cosine_to_st_fp32_min']:.5f} |")
+    return "\n".join(out)
+
+
 def encode_accuracy(r: dict) -> str:
     names = list(r["mean_p_at_1"])
     out = [machine_line(r), "", "| language | " + " | ".join(f"{n} xx→eng / eng→xx" for n in names) + " | int8 min cosine to fp32 |",
@@ -95,7 +110,7 @@ def mine_nprobe(r: dict) -> str:
     return "\n".join(out)
 
 
-TABLES = (("encode-speed", encode_speed), ("encode-speed-compile", encode_speed), ("encode-accuracy", encode_accuracy),
+TABLES = (("encode-speed", encode_speed), ("encode-speed-compile", encode_speed), ("encode-gpu", encode_gpu), ("encode-accuracy", encode_accuracy),
           ("encode-memory", encode_memory), ("mine", mine), ("mine-nprobe", mine_nprobe))
 
 

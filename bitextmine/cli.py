@@ -36,6 +36,7 @@ err = Console(stderr=True, highlight=False)
 ModelOpt = typer.Option("default", "--model", "-m", help="'default' (packaged multilingual-E5-small, offline), a Hugging Face id, or a local transformers / sentence-transformers / bitextmine folder.")
 PrecisionOpt = typer.Option("auto", "--precision", help="auto (bf16 where the CPU/GPU supports it), fp32, bf16 or fp16.")
 IdColumnOpt = typer.Option(False, "--id-column", help="Lines are 'id<TAB>sentence' (BUCC layout).")
+DeviceOpt = typer.Option("auto", "--device", help="auto (a CUDA GPU when present, else the CPU), cpu, cuda or cuda:N.")
 ErrorsOpt = typer.Option(Errors.STRICT, "--errors", help="Invalid UTF-8: strict (stop with file:line), replace, or skip.")
 
 
@@ -107,7 +108,7 @@ def count_lines(paths: list[str]) -> int | None:
     return total
 
 
-def _load(model: str, precision: str, token_budget: Optional[int], pooling=None, prefix=None, max_tokens=None, threads=None):
+def _load(model: str, precision: str, token_budget: Optional[int], pooling=None, prefix=None, max_tokens=None, threads=None, device="auto"):
     import torch
 
     from bitextmine.encode import Encoder
@@ -116,7 +117,7 @@ def _load(model: str, precision: str, token_budget: Optional[int], pooling=None,
     if threads:
         torch.set_num_threads(threads)
     with err.status(f"loading model {model}") if err.is_terminal else _null():
-        lm = load_model(model, pooling=pooling, prefix=prefix, max_tokens=max_tokens)
+        lm = load_model(model, device=device, pooling=pooling, prefix=prefix, max_tokens=max_tokens)
     try:
         return Encoder(lm, precision=precision, token_budget=token_budget)
     except ValueError as e:
@@ -141,11 +142,12 @@ def encode_corpus_cmd(
     errors: Errors = ErrorsOpt,
     shard_size: int = typer.Option(250_000, "--shard-size", help="Sentences per shard file."),
     precision: str = PrecisionOpt,
-    batch_tokens: Optional[int] = typer.Option(None, "--batch-tokens", help="Token budget per batch (default 8192 on CPU, 65536 on GPU)."),
+    batch_tokens: Optional[int] = typer.Option(None, "--batch-tokens", help="Token budget per batch and worker (default 1024 on CPU; on a GPU sized to its free memory)."),
     pooling: Optional[str] = typer.Option(None, "--pooling", help="Override the model's pooling: mean or cls."),
     prefix: Optional[str] = typer.Option(None, "--prefix", help="Override the text prefix (E5 default: 'query: ')."),
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Override max tokens per sentence."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for the encoder."),
+    device: str = DeviceOpt,
     overwrite: bool = typer.Option(False, "--overwrite", help="Discard an existing output folder instead of resuming."),
 ) -> None:
     """Stream a corpus into sharded Arrow embedding files (resumable)."""
@@ -156,7 +158,7 @@ def encode_corpus_cmd(
     opts = EncodeOptions(shard_size=shard_size, id_column=id_column, errors=errors, overwrite=overwrite)
     for p in inputs:  # fail on a bad path before spending time loading the model
         check_input(p)
-    enc = _load(model, precision, batch_tokens, pooling, prefix, max_tokens, threads)
+    enc = _load(model, precision, batch_tokens, pooling, prefix, max_tokens, threads, device)
     with Reporter("encoding", count_lines(inputs)) as rep:
         s = encode_corpus(inputs, out, enc, opts, progress=rep)
     t = Table(title=escape(f"encoded → {s.out}"), show_header=False)
@@ -197,6 +199,7 @@ def mine_cmd(
     precision: str = PrecisionOpt,
     cache: Optional[Path] = typer.Option(None, "--cache", help="Embedding cache for text inputs (default $BITEXTMINE_CACHE or the user cache folder)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads."),
+    device: str = typer.Option("auto", "--device", help="auto (GPUs when present: encoder on CUDA, search with faiss-gpu if installed), cpu, cuda or cuda:N."),
 ) -> None:
     """Mine translation pairs between SRC and TGT with margin scoring over FAISS k-NN, both ways."""
     from bitextmine.encode_corpus import EncodeOptions, encode_corpus
@@ -214,7 +217,7 @@ def mine_cmd(
         for p in texts:
             if not Path(p).is_dir():  # open_side explains folders without a manifest
                 check_input(p)
-        enc = _load(model, precision, None, threads=threads)
+        enc = _load(model, precision, None, threads=threads, device=device)
         recipe_threshold = enc.lm.recipe.threshold
 
     def encode(path: str, folder: Path) -> None:
@@ -226,7 +229,8 @@ def mine_cmd(
     if recipe_threshold is None and threshold is None:
         recipe_threshold = stores[0].manifest.get("recipe", {}).get("threshold")
     thr = threshold if threshold is not None else recipe_threshold
-    opts = MineOptions(k=k, margin=margin, strategy=strategy, index=index, nprobe=nprobe, threshold=thr, top=top, dedup=dedup)
+    use_gpu = None if device == "auto" else not device.startswith("cpu")
+    opts = MineOptions(k=k, margin=margin, strategy=strategy, index=index, nprobe=nprobe, threshold=thr, top=top, dedup=dedup, use_gpu=use_gpu)
     if threads:
         import faiss
 

@@ -27,6 +27,7 @@ PrecisionOpt = typer.Option("auto", "--precision", help="auto (bf16 where the CP
 ErrorsOpt = typer.Option(Errors.STRICT, "--errors", help="Invalid UTF-8 in the data: strict (stop with file:line), replace, or skip.")
 CacheOpt = typer.Option(None, "--cache", help="Embedding cache (default $BITEXTMINE_CACHE or the user cache folder); reruns reuse it.")
 ThreadsOpt = typer.Option(None, "--threads", help="CPU threads.")
+DeviceOpt = typer.Option("auto", "--device", help="Encoder device: auto (a CUDA GPU when present), cpu, cuda or cuda:N.")
 JsonOpt = typer.Option(None, "--json", help="Write every result and what is needed to reproduce it (model fingerprint, versions, parameters) to this file.")
 PlotsOpt = typer.Option(None, "--plots", help="Write PNG plots into this folder.")
 
@@ -106,6 +107,7 @@ def bucc_cmd(
     errors: Errors = ErrorsOpt,
     cache: Optional[Path] = CacheOpt,
     threads: Optional[int] = ThreadsOpt,
+    device: str = DeviceOpt,
 ) -> None:
     """BUCC 2018: mine each split, tune the margin threshold for the best F1, report P/R/F1."""
     from bitextmine.bench import bucc
@@ -123,7 +125,7 @@ def bucc_cmd(
     found = bucc.find_bucc(data, pairs=_split_list(pairs), cache_dir=cache_dir)
     evals = _split_list(eval_on)
     plan = {p: bucc.choose_splits(p, s, tune_on, evals) for p, s in found.items()}  # bad splits fail before the model loads
-    enc = _load(model, precision, None, threads=threads)
+    enc = _load(model, precision, None, threads=threads, device=device)
     embed = _embedder(enc, cache_dir, True, errors)
     opts = bucc.BuccOptions(k=k, margin=margin, strategy=strategy, index=index, nprobe=nprobe, dedup=dedup,
                             tune_on=tune_on, eval_on=evals)
@@ -212,6 +214,7 @@ def tatoeba_cmd(
     errors: Errors = ErrorsOpt,
     cache: Optional[Path] = CacheOpt,
     threads: Optional[int] = ThreadsOpt,
+    device: str = DeviceOpt,
 ) -> None:
     """Tatoeba: accuracy of nearest-neighbour retrieval xx→eng and eng→xx per language, and averages."""
     from bitextmine.bench import tatoeba
@@ -225,7 +228,7 @@ def tatoeba_cmd(
     cache_dir = _setup(cache, threads)
     found = tatoeba.find_tatoeba(data)
     chosen = tatoeba.resolve_langs(langs, found)
-    enc = _load(model, precision, None, threads=threads)
+    enc = _load(model, precision, None, threads=threads, device=device)
     embed = _embedder(enc, cache_dir, False, errors)
     opts = tatoeba.TatoebaOptions(margin=margin, k=k)
     results = tatoeba.run_tatoeba(found, chosen, embed, opts,

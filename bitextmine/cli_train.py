@@ -123,17 +123,18 @@ def train_command(
     export_only: bool = typer.Option(False, "--export-only", help="Export the run's best (else last) checkpoint to <run>/model and stop."),
     print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config as TOML and exit."),
     stop_after: Optional[int] = typer.Option(None, "--stop-after", hidden=True, help="Stop after N steps as if killed (tests resume)."),
+    device: str = typer.Option("auto", "--device", help="auto (this process's GPU under torchrun, else the first GPU, else the CPU), cpu, cuda or cuda:N."),
 ) -> None:
     """Train a sentence encoder with DAP (translation ranking + representation translation learning).
 
     Rerunning the same command resumes from the last checkpoint. Multi-GPU / multi-node:
     torchrun --nproc_per_node 8 -m bitextmine train --config ...
     """
-    _run(config, set_, out, overwrite, export_only, print_config, stop_after)
+    _run(config, set_, out, overwrite, export_only, print_config, stop_after, device)
 
 
 @friendly
-def _run(config, set_, out, overwrite, export_only, print_config, stop_after) -> None:
+def _run(config, set_, out, overwrite, export_only, print_config, stop_after, device="auto") -> None:
     from bitextmine.training.config import load_config
     from bitextmine.training.loop import train
 
@@ -145,7 +146,8 @@ def _run(config, set_, out, overwrite, export_only, print_config, stop_after) ->
     err = _err()
     rep = TrainReporter(err)
     try:
-        res = train(cfg, progress=rep, overwrite=overwrite, stop_after=stop_after, export_only=export_only)
+        res = train(cfg, progress=rep, overwrite=overwrite, stop_after=stop_after, export_only=export_only,
+                    device=None if device == "auto" else device)
     finally:
         rep._stop()
     import os

@@ -20,6 +20,8 @@ Speed (measured in ``benchmarks/encode.py``):
   (block-diagonal mask) because batched products of tiny matrices are slow on CPUs. Other
   architectures run the model's own forward on padded batches.
 * CPU and GPU share one code path: tokenise, sort, cut into batches, run them, restore order.
+  Tokenising calls the fast tokenizer's Rust core directly; :meth:`Encoder.encode_stream`
+  tokenises the next chunk in a background thread while the model runs on the current one.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ import functools
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 import torch
@@ -35,6 +38,7 @@ import torch
 from bitextmine.models.loader import LoadedModel
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+T = TypeVar("T")
 
 #: Most CPU worker threads used by default (each runs one batch with one intra-op thread).
 MAX_DEFAULT_WORKERS = 8
@@ -147,7 +151,9 @@ class PackedForward:
     a block-diagonal mask (one sentence per row once sentences have 16 tokens or more); scaling,
     mask and softmax are in float32. Row counts are rounded up (tokens to a multiple of
     :data:`ROW_BUCKET`, attention rows to a multiple of 8) with empty rows that no real token
-    sees, so that the kernels meet few distinct shapes. The module's weights are used in place
+    sees, so that the kernels meet few distinct shapes. On the CPU, attention is batched matrix
+    products with an additive float32 mask; on an accelerator it is PyTorch's fused
+    scaled-dot-product attention with a boolean mask broadcast over heads. The module's weights are used in place
     (no copies), so a model that keeps training is always seen as it is now.
 
     :meth:`build` returns None for anything it does not reproduce exactly (other architectures,
@@ -217,18 +223,21 @@ class PackedForward:
         owner = np.full(rows * width, -1, dtype=np.int64)
         owner[slot] = seg
         owner = owner.reshape(rows, width)
-        allowed = (owner[:, :, None] == owner[:, None, :]) & (owner[:, None, :] >= 0)
 
         as_t = torch.from_numpy
         ids_t, pos_t, slot_t = as_t(ids), as_t(local + self.position_offset), as_t(slot)
-        seg_t = as_t(seg)
-        mask = torch.zeros(allowed.shape, dtype=torch.float32)
-        mask.masked_fill_(~as_t(allowed), torch.finfo(torch.float32).min)
-        if device.type != "cpu":
-            ids_t, pos_t, slot_t, seg_t, mask = (t.to(device, non_blocking=True) for t in (ids_t, pos_t, slot_t, seg_t, mask))
+        on_cpu = device.type == "cpu"
+        if on_cpu:  # additive float32 mask, one copy per head (bmm path below)
+            allowed = (owner[:, :, None] == owner[:, None, :]) & (owner[:, None, :] >= 0)
+            mask = torch.zeros(allowed.shape, dtype=torch.float32)
+            mask.masked_fill_(~as_t(allowed), torch.finfo(torch.float32).min)
+            mask = mask.unsqueeze(1).expand(rows, self.heads, width, width).reshape(rows * self.heads, width, width)
+        else:  # boolean (rows, 1, width, width) mask built on the device, broadcast over heads by SDPA
+            ids_t, pos_t, slot_t, owner_t = (t.to(device, non_blocking=True) for t in (ids_t, pos_t, slot_t, as_t(owner)))
+            mask = ((owner_t[:, :, None] == owner_t[:, None, :]) & (owner_t[:, None, :] >= 0)).unsqueeze(1)
         if rows * width == total:  # no empty slot: tokens are already in slot order
             slot_t = None
-        mask = mask.unsqueeze(1).expand(rows, self.heads, width, width).reshape(rows * self.heads, width, width)
+        attention = self._attention if on_cpu else self._attention_sdpa
 
         F = torch.nn.functional
         x = self.word(ids_t) + self.position(pos_t) + self.token_type.weight[0]
@@ -242,7 +251,7 @@ class PackedForward:
         scale = self.head_dim ** -0.5
         for L in self.layers:
             q, k, v = L.q(x), L.k(x), L.v(x)
-            ctx = self._attention(q[:total], k[:total], v[:total], slot_t, rows, width, mask, scale)
+            ctx = attention(q[:total], k[:total], v[:total], slot_t, rows, width, mask, scale)
             if padded != total:
                 ctx = F.pad(ctx, (0, 0, 0, padded - total))
             a = L.o(ctx).add_(x)
@@ -253,20 +262,37 @@ class PackedForward:
         x = x[:total].float()
         if pooling == "cls":
             return x[as_t(starts).to(device)]
-        sums = torch.zeros((n, self.hidden), dtype=torch.float32, device=device).index_add_(0, seg_t, x)
+        # Mean pooling as a sum over each sentence's own slots (sentence s owns slots s*longest ..
+        # s*longest+longest-1): deterministic, unlike index_add_ with CUDA atomics, so a resumed
+        # job writes the same bytes as an uninterrupted one on a GPU too.
+        sums = self._scatter(x, slot_t, rows, width).view(rows * group, longest, self.hidden)[:n].sum(1)
         return sums / as_t(lengths).to(device=device, dtype=torch.float32).unsqueeze(1)
 
+    def _scatter(self, t: torch.Tensor, slot, rows: int, width: int) -> torch.Tensor:
+        """(tokens, hidden) -> (rows, width, hidden) attention slots, zeros where no token sits."""
+        if slot is None:  # every slot holds a token, in order: no scatter needed
+            return t.view(rows, width, self.hidden)
+        buf = t.new_zeros((rows * width, self.hidden))
+        buf.index_copy_(0, slot, t)
+        return buf.view(rows, width, self.hidden)
+
+    def _attention_sdpa(self, q, k, v, slot, rows, width, mask, scale) -> torch.Tensor:
+        """Accelerator attention: PyTorch's fused scaled-dot-product kernels with the boolean block mask."""
+        h, d = self.heads, self.head_dim
+
+        def heads(t: torch.Tensor) -> torch.Tensor:  # (tokens, hidden) -> (rows, heads, width, d)
+            return self._scatter(t, slot, rows, width).view(rows, width, h, d).transpose(1, 2)
+
+        ctx = torch.nn.functional.scaled_dot_product_attention(heads(q), heads(k), heads(v), attn_mask=mask, scale=scale)
+        ctx = ctx.transpose(1, 2).reshape(rows * width, self.hidden)
+        return ctx if slot is None else ctx.index_select(0, slot)
+
     def _attention(self, q, k, v, slot, rows, width, mask, scale) -> torch.Tensor:
-        """Multi-head attention of packed (tokens, hidden) q, k, v within each sentence."""
+        """Multi-head attention of packed (tokens, hidden) q, k, v within each sentence (CPU)."""
         h, d, hid = self.heads, self.head_dim, self.hidden
 
         def heads(t: torch.Tensor, dtype) -> torch.Tensor:  # (tokens, hidden) -> (rows*heads, width, d)
-            if slot is None:  # every slot holds a token, in order: no scatter needed
-                buf = t.to(dtype)
-            else:
-                buf = t.new_zeros((rows * width, hid), dtype=dtype)
-                buf.index_copy_(0, slot, t.to(dtype))
-            return buf.view(rows, width, h, d).transpose(1, 2).reshape(rows * h, width, d)
+            return self._scatter(t.to(dtype), slot, rows, width).view(rows, width, h, d).transpose(1, 2).reshape(rows * h, width, d)
 
         if q.dtype == torch.float32:
             scores = torch.baddbmm(mask, heads(q, q.dtype), heads(k, k.dtype).transpose(1, 2), alpha=scale)
@@ -333,6 +359,7 @@ class Encoder:
         self.stats = EncodeStats()
         tok = lm.tokenizer
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+        self._fast = False  # Rust tokenizer copy, made on first use (None: use the transformers wrapper)
 
     @property
     def dim(self) -> int:
@@ -346,14 +373,19 @@ class Encoder:
         """
         r = self.lm.recipe
         texts = [r.prefix + t for t in texts] if r.prefix else texts
-        ids = self.lm.tokenizer(
-            texts,
-            add_special_tokens=True,
-            truncation=True,
-            max_length=r.max_tokens + 1,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-        )["input_ids"]
+        fast = self._backend()
+        if fast is not None:  # the Rust tokenizer directly: what the transformers wrapper runs, without its overhead
+            encs = fast.encode_batch_fast(texts, add_special_tokens=True) if hasattr(fast, "encode_batch_fast") else fast.encode_batch(texts, add_special_tokens=True)
+            ids = [e.ids for e in encs]
+        else:
+            ids = self.lm.tokenizer(
+                texts,
+                add_special_tokens=True,
+                truncation=True,
+                max_length=r.max_tokens + 1,
+                return_attention_mask=False,
+                return_token_type_ids=False,
+            )["input_ids"]
         out = []
         for seq in ids:
             if len(seq) > r.max_tokens:
@@ -361,6 +393,21 @@ class Encoder:
                 self.stats.truncated += 1
             out.append(seq)
         return out
+
+    def _backend(self):
+        """A private copy of a fast tokenizer's Rust tokenizer, truncating one token past the limit, no padding (None if slow)."""
+        if self._fast is False:
+            backend = getattr(self.lm.tokenizer, "backend_tokenizer", None) if getattr(self.lm.tokenizer, "is_fast", False) else None
+            try:
+                from tokenizers import Tokenizer
+
+                fast = Tokenizer.from_str(backend.to_str())
+                fast.no_padding()
+                fast.enable_truncation(max_length=self.lm.recipe.max_tokens + 1)
+            except Exception:  # noqa: BLE001 - no fast tokenizer, or one that cannot be copied: use the wrapper
+                fast = None
+            self._fast = fast
+        return self._fast
 
     def batches(self, lengths: np.ndarray) -> list[np.ndarray]:
         """Split indices, sorted by length (longest first), into batches within the token budget."""
@@ -375,10 +422,41 @@ class Encoder:
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """Embed ``texts``: float32 array (len(texts), dim) in the same order."""
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
-        if not texts:
+        return self.encode_ids(self.tokenize(texts)) if texts else np.empty((0, self.dim), dtype=np.float32)
+
+    def encode_stream(self, chunks: Iterable[T], texts: Callable[[T], list[str]] | None = None) -> Iterator[tuple[T, np.ndarray]]:
+        """Embed chunk after chunk: yields ``(chunk, embeddings)`` in order.
+
+        One background thread pulls the next chunk from ``chunks`` (reading input, say) and
+        tokenizes it while the model embeds the current one, so on a GPU the tokenizer's time
+        is hidden. ``texts(chunk)`` gives a chunk's sentences (default: the chunk is a list of
+        strings). At most one chunk is read ahead; errors from ``chunks`` are raised here.
+        """
+        it = iter(chunks)
+        get = texts or (lambda c: c)
+        done = object()
+
+        def prepare():
+            chunk = next(it, done)
+            return (chunk, None) if chunk is done else (chunk, self.tokenize(get(chunk)))
+
+        pool = ThreadPoolExecutor(1, thread_name_prefix="bitextmine-tokenize")
+        try:
+            ahead = pool.submit(prepare)
+            while True:
+                chunk, ids = ahead.result()
+                if chunk is done:
+                    return
+                ahead = pool.submit(prepare)
+                yield chunk, (self.encode_ids(ids) if ids else np.empty((0, self.dim), dtype=np.float32))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def encode_ids(self, ids: list[list[int]]) -> np.ndarray:
+        """Embed token id lists from :meth:`tokenize`: float32 array (len(ids), dim) in the same order."""
+        out = np.empty((len(ids), self.dim), dtype=np.float32)
+        if not ids:
             return out
-        ids = self.tokenize(texts)
         lengths = np.fromiter((len(s) for s in ids), dtype=np.int64, count=len(ids))
         batches = self.batches(lengths)
         jobs = ([ids[i] for i in idx] for idx in batches)
@@ -388,7 +466,7 @@ class Encoder:
             results = map(self._forward, jobs)
         for idx, emb in zip(batches, results):
             out[idx] = emb
-        self.stats.sentences += len(texts)
+        self.stats.sentences += len(ids)
         self.stats.tokens += int(lengths.sum())
         return out
 

@@ -100,6 +100,20 @@ def _take(it: Iterator[Line], n: int) -> list[Line]:
     return list(itertools.islice(it, n))
 
 
+def _chunks(lines: Iterator[Line], chunk_size: int, shard_size: int) -> Iterator[list[Line]]:
+    """Lists of at most ``chunk_size`` lines, cut so that every ``shard_size`` lines end a chunk."""
+    room = shard_size
+    while chunk := _take(lines, min(chunk_size, room)):
+        yield chunk
+        room = room - len(chunk) or shard_size
+
+
+def _finish(w: ShardWriter, h) -> dict:
+    entry = w.close()
+    entry["input_sha256"] = h.hexdigest()
+    return entry
+
+
 def encode_corpus(
     inputs: list[str],
     out: str | Path,
@@ -151,27 +165,30 @@ def encode_corpus(
     truncated0 = encoder.stats.truncated
     shards = list(done)
     write_json_atomic(out / MANIFEST, {**new, "bitextmine": __version__, "complete": False, "shards": shards})
-    while True:
-        first = _take(lines, min(opts.chunk_size, opts.shard_size))
-        if not first:
-            break
-        with ShardWriter(out, len(shards), sch) as w:
-            h = hashlib.sha256()
-            chunk = first
-            while chunk:
-                emb = encoder.encode([ln.text for ln in chunk])
-                w.write(emb, [ln.input for ln in chunk], [ln.line for ln in chunk], [ln.text for ln in chunk],
-                        [ln.id or "" for ln in chunk] if opts.id_column else None)
-                feed_lines(h, chunk)
-                encoded += len(chunk)
-                if progress:
-                    progress(len(chunk))
-                room = opts.shard_size - w.rows
-                chunk = _take(lines, min(opts.chunk_size, room)) if room > 0 else []
-            entry = w.close()
-        entry["input_sha256"] = h.hexdigest()
-        shards.append(entry)
-        write_json_atomic(out / MANIFEST, {**new, "bitextmine": __version__, "complete": False, "shards": shards})
+    w: ShardWriter | None = None
+    h = hashlib.sha256()
+    try:
+        # Chunks never straddle a shard boundary; the next chunk is read and tokenised while this one is embedded.
+        for chunk, emb in encoder.encode_stream(_chunks(lines, opts.chunk_size, opts.shard_size), texts=lambda c: [ln.text for ln in c]):
+            if w is None:
+                w, h = ShardWriter(out, len(shards), sch), hashlib.sha256()
+            w.write(emb, [ln.input for ln in chunk], [ln.line for ln in chunk], [ln.text for ln in chunk],
+                    [ln.id or "" for ln in chunk] if opts.id_column else None)
+            feed_lines(h, chunk)
+            encoded += len(chunk)
+            if progress:
+                progress(len(chunk))
+            if w.rows == opts.shard_size:
+                shards.append(_finish(w, h))
+                w = None
+                write_json_atomic(out / MANIFEST, {**new, "bitextmine": __version__, "complete": False, "shards": shards})
+        if w is not None:  # the last, partly filled shard
+            shards.append(_finish(w, h))
+            w = None
+            write_json_atomic(out / MANIFEST, {**new, "bitextmine": __version__, "complete": False, "shards": shards})
+    finally:
+        if w is not None:  # interrupted or failed: the shard in progress is discarded, finished ones are kept
+            w.abort()
     total = sum(s["rows"] for s in shards)
     if total == 0:
         raise InputError(f"{', '.join(inputs)}: no sentences (only blank or skipped lines)")

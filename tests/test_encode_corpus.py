@@ -63,15 +63,15 @@ def test_interrupted_encode_resumes_identically(enc, corpus, tmp_path, monkeypat
     encode_corpus([str(p)], tmp_path / "full", enc, opts)
 
     calls = {"n": 0}
-    real = enc.encode
+    real = enc.encode_ids
 
-    def crash_on_10th(texts):
+    def crash_on_10th(ids):
         calls["n"] += 1
         if calls["n"] == 10:  # in the middle of the third shard
             raise KeyboardInterrupt
-        return real(texts)
+        return real(ids)
 
-    monkeypatch.setattr(enc, "encode", crash_on_10th)
+    monkeypatch.setattr(enc, "encode_ids", crash_on_10th)
     with pytest.raises(KeyboardInterrupt):
         encode_corpus([str(p)], tmp_path / "part", enc, opts)
     m = json.loads((tmp_path / "part" / "manifest.json").read_text())
@@ -79,7 +79,7 @@ def test_interrupted_encode_resumes_identically(enc, corpus, tmp_path, monkeypat
     assert not list((tmp_path / "part").glob("*.tmp"))  # the shard in progress was discarded
     with pytest.raises(StoreError, match="incomplete"):
         EmbeddingStore(tmp_path / "part")
-    monkeypatch.setattr(enc, "encode", real)
+    monkeypatch.setattr(enc, "encode_ids", real)
     s = encode_corpus([str(p)], tmp_path / "part", enc, opts)
     assert s.resumed_shards == 2 and s.encoded == 230 - 120
     for f in sorted((tmp_path / "full").glob("shard-*.arrow")):
@@ -143,7 +143,48 @@ def test_memory_stays_bounded_by_chunk(enc, tmp_path, monkeypatch):
     p = tmp_path / "big.txt"
     p.write_text("\n".join(make_sentences(500, seed=9)) + "\n")
     sizes = []
-    real = enc.encode
-    monkeypatch.setattr(enc, "encode", lambda texts: sizes.append(len(texts)) or real(texts))
+    real = enc.encode_ids
+    monkeypatch.setattr(enc, "encode_ids", lambda ids: sizes.append(len(ids)) or real(ids))
     encode_corpus([str(p)], tmp_path / "emb", enc, EncodeOptions(shard_size=1000, chunk_size=64))
     assert max(sizes) == 64 and sum(sizes) == 500
+
+
+def test_encode_stream_reads_one_chunk_ahead_in_order(enc):
+    """encode_stream: same embeddings as encode, in order; chunks are pulled and tokenised on the background thread."""
+    import threading
+
+    chunks = [make_sentences(n, seed=n) for n in (5, 17, 1, 0, 30)]
+    pulled = []
+
+    def source():
+        for c in chunks:
+            pulled.append(threading.current_thread().name)
+            yield c
+
+    out = list(enc.encode_stream(source()))
+    assert [c for c, _ in out] == chunks
+    for c, e in out:
+        assert e.shape == (len(c), enc.dim)
+        if c:
+            np.testing.assert_allclose(e, enc.encode(c), atol=1e-6)
+    assert pulled and all(name.startswith("bitextmine-tokenize") for name in pulled)
+
+    def failing():
+        yield chunks[0]
+        raise InputError("bad line")
+
+    it = enc.encode_stream(failing())
+    assert next(it)[0] == chunks[0]
+    with pytest.raises(InputError, match="bad line"):
+        next(it)
+
+
+def test_fast_tokenizer_path_equals_the_transformers_wrapper(enc):
+    texts = make_sentences(300, seed=2) + ["word " * 400, "", "x"]  # one past max_tokens, empty, single char
+    fast = enc.tokenize(texts)
+    assert enc._fast is not None
+    saved, enc._fast = enc._fast, None  # None: the wrapper path
+    try:
+        assert enc.tokenize(texts) == fast
+    finally:
+        enc._fast = saved

@@ -41,7 +41,7 @@ def test_two_processes_equal_one(tmp_path, tiny_model):
     script.write_text(SCRIPT)
     common = ["train", "--config", str(cfg), "--set", "optim.steps=3", "--set", "model.disable_dropout=true",
               "--set", "run.precision='fp32'", "--set", "objective.direction='both'", "--set", "eval.select_on='none'",
-              "--set", "model.mlp=true", "--set", "optim.eps=0.01", "--set", "optim.lr=0.05"]
+              "--set", "model.mlp=true", "--set", "optim.eps=0.01", "--set", "optim.lr=0.05", "--device", "cpu"]
     # a large Adam eps makes updates smooth in the gradients, so float noise stays ~5e-6 while a missing
     # cross-process gradient (all_gather without grad) moves weights by ~4e-4
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}

@@ -10,6 +10,7 @@ import torch
 from bitextmine.training.config import ConfigError, load_config
 from bitextmine.training.data import (LangData, PreparedData, Ragged, Sampler, filter_reason, find_train_files,
                                       make_batch, read_tsv, token_layout)
+from bitextmine.training.loop import enable_checkpointing
 from bitextmine.training.losses import ranking_loss, rtl_loss_sum, translation_ranking_loss
 from bitextmine.training.model import DualEncoder
 from bitextmine.training.rtl import RTLHead, build_rtl_inputs, rtl_targets
@@ -384,7 +385,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_lm):
         enc = _fresh_encoder(tiny_lm)
         enc.train()
         if ckpt:
-            enc.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            enable_checkpointing(enc)
         torch.manual_seed(0)
         head = RTLHead(enc, 1, tiny_lm.tokenizer.mask_token_id, torch.from_numpy(data.english_vocab()))
         model = DualEncoder(enc, "mean", pad_id=data.layout.pad_id, head=head)
@@ -393,3 +394,17 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_lm):
         (translation_ranking_loss(out.src, out.tgt) + out.rtl_sum / out.rtl_tokens).backward()
         grads.append(enc.encoder.layer[0].intermediate.dense.weight.grad.clone())
     assert torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
+def test_more_processes_than_gpus_is_a_clear_error(monkeypatch):
+    """torchrun with more processes per node than GPUs: one clear message (NCCL would fail on two ranks per GPU)."""
+    import bitextmine.training.distributed as D
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="2 processes per node but 1 GPU"):
+        D.setup()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(Exception, match="CUDA is not available"):
+        D.setup("cuda")

@@ -130,6 +130,24 @@ def _load_dense(folder: Path) -> torch.nn.Module:
     return torch.nn.Sequential(lin, acts[act]())
 
 
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None``/"auto": the first CUDA GPU when there is one, else the CPU; otherwise the named device, checked."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ModelError(f"--device {device}: not a device name (auto, cpu, cuda, cuda:N)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelError(f"--device {device}: CUDA is not available here (no GPU, or a CPU-only torch build)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ModelError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    elif dev.type != "cpu":
+        raise ModelError(f"--device {device}: only cpu and cuda devices are supported")
+    return dev
+
+
 def load_model(
     spec: str | None = "default",
     *,
@@ -138,7 +156,11 @@ def load_model(
     prefix: str | None = None,
     max_tokens: int | None = None,
 ) -> LoadedModel:
-    """Load the encoder named by ``spec`` with its recipe; keyword arguments override the recipe."""
+    """Load the encoder named by ``spec`` with its recipe; keyword arguments override the recipe.
+
+    ``device``: "auto"/None (a CUDA GPU when present, else the CPU), "cpu", "cuda" or "cuda:N".
+    """
+    dev = resolve_device(device)  # checked before any weights are read
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -174,7 +196,6 @@ def load_model(
     if model_max and recipe.max_tokens > model_max:
         recipe = recipe.with_overrides(max_tokens=int(model_max))
     head = torch.nn.Sequential(*[_load_dense(d) for d in dense]) if dense else None
-    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.eval().to(dev)
     if head is not None:
         head.eval().to(dev)

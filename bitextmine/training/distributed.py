@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from bitextmine.training.config import ConfigError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -40,9 +42,15 @@ def setup(device: str | None = None) -> DistInfo:
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if device is not None:
-        dev = torch.device(device)
+        from bitextmine.models.loader import resolve_device
+
+        dev = resolve_device(device)
     elif torch.cuda.is_available():
-        dev = torch.device("cuda", local % torch.cuda.device_count())
+        per_node, gpus = int(os.environ.get("LOCAL_WORLD_SIZE", "1")), torch.cuda.device_count()
+        if per_node > gpus:  # NCCL refuses two ranks on one GPU
+            raise ConfigError(f"{per_node} processes per node but {gpus} GPU(s) visible: use --nproc_per_node {gpus}, "
+                              "or --device cpu to train on CPUs (gloo)")
+        dev = torch.device("cuda", local)
     else:
         dev = torch.device("cpu")
     if dev.type == "cuda":

@@ -42,6 +42,15 @@ Progress = Callable[[dict], None]
 CKPT_VERSION = 1
 
 
+def enable_checkpointing(encoder: torch.nn.Module) -> None:
+    """Activation (gradient) checkpointing of a transformers encoder, under either method name."""
+    kw = {"use_reentrant": False}
+    if hasattr(encoder, "activation_checkpointing_enable"):  # the newer transformers 5.x name
+        encoder.activation_checkpointing_enable(activation_checkpointing_kwargs=kw)
+    else:
+        encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw)
+
+
 @dataclass
 class TrainResult:
     output_dir: Path
@@ -224,11 +233,7 @@ class Trainer:
         if cfg.model.disable_dropout:
             disable_dropout(self.model)
         if cfg.model.gradient_checkpointing:
-            kw = {"use_reentrant": False}
-            if hasattr(encoder, "activation_checkpointing_enable"):  # transformers >= 5.x name
-                encoder.activation_checkpointing_enable(activation_checkpointing_kwargs=kw)
-            else:
-                encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw)
+            enable_checkpointing(encoder)
         self.frozen = {n for n, p in self.model.named_parameters() if not p.requires_grad}
         self.ddp = self.model
         if info.distributed:
