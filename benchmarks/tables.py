@@ -110,7 +110,7 @@ def mine_nprobe(r: dict) -> str:
     return "\n".join(out)
 
 
-TABLES = (("encode-speed", encode_speed), ("encode-speed-compile", encode_speed), ("encode-gpu", encode_gpu), ("encode-accuracy", encode_accuracy),
+TABLES = (("encode-speed", encode_speed), ("encode-speed-check", encode_speed), ("encode-speed-compile", encode_speed), ("encode-gpu", encode_gpu), ("encode-accuracy", encode_accuracy),
           ("encode-memory", encode_memory), ("mine", mine), ("mine-nprobe", mine_nprobe))
 
 
