@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import sys
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ from rich.table import Table
 
 from bitextmine import __version__
 from bitextmine.corpus import STDIN, Errors
-from bitextmine.errors import BitextmineError
+from bitextmine.errors import BitextmineError, InputError
 from bitextmine.margin import Margin, Strategy
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Find parallel sentences in large monolingual corpora.")
@@ -207,6 +208,8 @@ def mine_cmd(
 
     if fmt not in ("tsv", "jsonl"):
         raise typer.BadParameter("--format must be tsv or jsonl")
+    if device not in ("auto", "cpu") and not re.fullmatch(r"cuda(:\d+)?", device):
+        raise InputError(f"--device {device}: expected auto, cpu, cuda or cuda:N")
     cache_dir = cache or default_cache_dir()
     enc = None
     recipe_threshold = None
@@ -229,7 +232,7 @@ def mine_cmd(
     if recipe_threshold is None and threshold is None:
         recipe_threshold = stores[0].manifest.get("recipe", {}).get("threshold")
     thr = threshold if threshold is not None else recipe_threshold
-    use_gpu = None if device == "auto" else not device.startswith("cpu")
+    use_gpu = None if device == "auto" else device != "cpu"
     opts = MineOptions(k=k, margin=margin, strategy=strategy, index=index, nprobe=nprobe, threshold=thr, top=top, dedup=dedup, use_gpu=use_gpu)
     if threads:
         import faiss

@@ -190,3 +190,20 @@ def test_python_dash_m():
 
     out = subprocess.run([sys.executable, "-m", "bitextmine", "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("bitextmine ")
+
+
+def test_device_option(tiny_model, sides, tmp_path):
+    """--device: cpu works everywhere; an unknown name, or CUDA where torch has none, is one line, nothing written."""
+    import torch
+
+    src, _, _, src_lines, _ = sides
+    run("encode", "corpus", src, "--out", tmp_path / "cpu", "--model", tiny_model, "--device", "cpu")
+    run("mine", tmp_path / "cpu", tmp_path / "cpu", "--out", tmp_path / "p.tsv", "--device", "cpu")
+    assert (tmp_path / "p.tsv").read_text().count("\n") == len(src_lines)  # every sentence pairs with itself
+    msg = one_line_error(run("encode", "corpus", src, "--out", tmp_path / "x", "--model", tiny_model, "--device", "tpu", ok=False))
+    assert "--device tpu" in msg and not (tmp_path / "x").exists()
+    msg = one_line_error(run("mine", tmp_path / "cpu", tmp_path / "cpu", "--out", tmp_path / "q.tsv", "--device", "gpu0", ok=False))
+    assert "--device gpu0" in msg and not (tmp_path / "q.tsv").exists()
+    if not torch.cuda.is_available():
+        msg = one_line_error(run("encode", "corpus", src, "--out", tmp_path / "y", "--model", tiny_model, "--device", "cuda", ok=False))
+        assert "CUDA is not available" in msg and not (tmp_path / "y").exists()
