@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import re
 import sys
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ from rich.table import Table
 
 from bitextmine import __version__
 from bitextmine.corpus import STDIN, Errors
-from bitextmine.errors import BitextmineError, InputError
+from bitextmine.errors import BitextmineError
 from bitextmine.margin import Margin, Strategy
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Find parallel sentences in large monolingual corpora.")
@@ -208,8 +207,10 @@ def mine_cmd(
 
     if fmt not in ("tsv", "jsonl"):
         raise typer.BadParameter("--format must be tsv or jsonl")
-    if device not in ("auto", "cpu") and not re.fullmatch(r"cuda(:\d+)?", device):
-        raise InputError(f"--device {device}: expected auto, cpu, cuda or cuda:N")
+    if device != "auto":  # the same check as the encoder's, also when both sides are embedding folders
+        from bitextmine.models.loader import resolve_device
+
+        resolve_device(device)
     cache_dir = cache or default_cache_dir()
     enc = None
     recipe_threshold = None

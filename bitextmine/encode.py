@@ -397,15 +397,17 @@ class Encoder:
     def _backend(self):
         """A private copy of a fast tokenizer's Rust tokenizer, truncating one token past the limit, no padding (None if slow)."""
         if self._fast is False:
+            fast = None
             backend = getattr(self.lm.tokenizer, "backend_tokenizer", None) if getattr(self.lm.tokenizer, "is_fast", False) else None
-            try:
-                from tokenizers import Tokenizer
+            if backend is not None:
+                try:
+                    from tokenizers import Tokenizer
 
-                fast = Tokenizer.from_str(backend.to_str())
-                fast.no_padding()
-                fast.enable_truncation(max_length=self.lm.recipe.max_tokens + 1)
-            except Exception:  # noqa: BLE001 - no fast tokenizer, or one that cannot be copied: use the wrapper
-                fast = None
+                    fast = Tokenizer.from_str(backend.to_str())
+                    fast.no_padding()
+                    fast.enable_truncation(max_length=self.lm.recipe.max_tokens + 1)
+                except Exception:  # noqa: BLE001 - a tokenizer that cannot be copied: use the wrapper
+                    fast = None
             self._fast = fast
         return self._fast
 
