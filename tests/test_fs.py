@@ -1,0 +1,75 @@
+"""The filesystem rules: complete-or-absent files, no writing through planted names, one cache dir."""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from bitextmine import fs
+
+
+def test_atomic_writer_replaces_only_when_complete(tmp_path: Path) -> None:
+    p = tmp_path / "out.txt"
+    p.write_text("old")
+    with pytest.raises(RuntimeError):
+        with fs.atomic_writer(p) as fh:
+            fh.write("half")
+            raise RuntimeError("disk full")
+    assert p.read_text() == "old"
+    assert os.listdir(tmp_path) == ["out.txt"]  # the temporary file is gone
+    fs.atomic_write_text(p, "new\n")
+    assert p.read_text() == "new\n"
+
+
+def test_temporary_names_are_unique_hidden_and_recognised(tmp_path: Path) -> None:
+    names = {fs.temp_name(tmp_path / "x.tsv").name for _ in range(50)}
+    assert len(names) == 50
+    assert all(n.startswith(".x.tsv") and fs.is_temp_name(n) for n in names)
+    assert not fs.is_temp_name("x.tsv") and not fs.is_temp_name(".hidden")
+
+
+def test_never_writes_through_a_planted_symlink(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    planted = tmp_path / "planted"
+    planted.symlink_to(victim)
+    with pytest.raises(FileExistsError):
+        fs.create_exclusive(planted, "w")
+    assert victim.read_text() == "keep"
+
+
+def test_json_and_bytes(tmp_path: Path) -> None:
+    fs.atomic_write_json(tmp_path / "a.json", {"ü": 1})
+    assert (tmp_path / "a.json").read_text(encoding="utf-8") == '{\n "ü": 1\n}\n'
+    fs.atomic_write_bytes(tmp_path / "b.bin", b"\x00\x01")
+    assert (tmp_path / "b.bin").read_bytes() == b"\x00\x01"
+    assert fs.file_sha256(tmp_path / "b.bin") == hashlib.sha256(b"\x00\x01").hexdigest()
+
+
+def test_publish_dir(tmp_path: Path) -> None:
+    tmp = fs.temp_dir(tmp_path / "model")
+    (tmp / "w").write_text("x")
+    fs.publish_dir(tmp, tmp_path / "model")
+    assert (tmp_path / "model" / "w").read_text() == "x" and not tmp.exists()
+    other = fs.temp_dir(tmp_path / "model")
+    (other / "w").write_text("y")
+    with pytest.raises(OSError):  # never replaces a finished folder
+        fs.publish_dir(other, tmp_path / "model")
+
+
+def test_default_cache_dir_expands_home(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("BITEXTMINE_CACHE", "~/c")
+    assert fs.default_cache_dir() == tmp_path / "c"
+    monkeypatch.delenv("BITEXTMINE_CACHE")
+    assert "bitextmine" in str(fs.default_cache_dir())
+
+
+def test_file_identity_changes_with_content(tmp_path: Path) -> None:
+    p = tmp_path / "f"
+    p.write_text("a")
+    a = fs.file_identity(p)
+    p.write_text("ab")
+    assert fs.file_identity(p) != a and a["path"] == str(p.resolve())
