@@ -16,11 +16,15 @@ import pytest
 import torch
 
 import bitextmine.knn as knn_mod
-from bitextmine.encode import ROW_BUCKET, Encoder, PackedForward
+import bitextmine.knn.bylist as knn_bylist
+import bitextmine.knn.gpu as knn_gpu
+import bitextmine.knn.ivf as knn_ivf
+import bitextmine.knn.policy as knn_policy
+from bitextmine.encoder import ROW_BUCKET, Encoder, PackedForward
 from bitextmine.knn import GpuFallbackWarning, auto_index, knn, knn_pair
-from bitextmine.mine import MineOptions, mine_stores
+from bitextmine.mining import MineOptions, mine_stores
 from bitextmine.models.loader import load_model
-from bitextmine.store import FORMAT, FORMAT_VERSION, MANIFEST, EmbeddingStore, ShardWriter, schema, write_json_atomic
+from bitextmine.store import FORMAT, FORMAT_VERSION, EmbeddingStore, ShardWriter, schema, write_manifest
 from conftest import make_sentences
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -70,7 +74,7 @@ def write_store(folder: Path, emb: np.ndarray, shard_rows: list[int], fingerprin
                     w.write(part[a:b], np.zeros(b - a, np.int16), np.arange(start + a, start + b) + 1, [f"s{j}" for j in range(start + a, start + b)])
             shards.append(w.close())
         start, i = start + rows, i + 1
-    write_json_atomic(folder / MANIFEST, {"format": FORMAT, "version": FORMAT_VERSION, "fingerprint": fingerprint, "model": "test",
+    write_manifest(folder, {"format": FORMAT, "version": FORMAT_VERSION, "fingerprint": fingerprint, "model": "test",
                                           "recipe": {}, "dim": emb.shape[1], "dtype": "float16", "inputs": [{"path": "x"}],
                                           "id_column": False, "complete": True, "shards": shards, "count": len(emb)})
     return EmbeddingStore(folder)
@@ -94,7 +98,7 @@ def test_approximate_and_exact_select_the_same_pairs(stores, monkeypatch) -> Non
     xs, ys, truth = stores
     exact = mine_stores(xs, ys, MineOptions(index="flat"))
     ivf = mine_stores(xs, ys, MineOptions(index="IVF64,SQfp16", nprobe=8))
-    monkeypatch.setattr(knn_mod, "AUTO_FLAT_BELOW", 1000)  # make "auto" choose IVF at this size
+    monkeypatch.setattr(knn_policy, "AUTO_FLAT_BELOW", 1000)  # make "auto" choose IVF at this size
     spec, params = knn_mod.auto_index(len(ys), ys.dim)
     assert spec.startswith("IVF") and spec.endswith("SQfp16")
     auto = mine_stores(xs, ys, MineOptions(index="auto"))
@@ -130,13 +134,13 @@ def test_by_list_ivf_search_equals_faiss_search(stores) -> None:
     xs, ys, _ = stores
     x = np.concatenate(list(xs.iter_blocks(1 << 20)))
     for spec in ("IVF32,Flat", "IVF32,SQfp16", "IVF32,SQ8"):
-        index = knn_mod._new_index(spec, ys.dim)
-        knn_mod._train(index, spec, [ys], 2000, 0, 1024, False)
-        built, on_gpu = knn_mod._fill(index, spec, ys, 5, False, 1024)
-        ivf = knn_mod._ivf_of(built)
-        assert not on_gpu and knn_mod._decodable(ivf)
+        index = knn_ivf._new_index(spec, ys.dim)
+        knn_ivf._train(index, spec, [ys], 2000, 0, 1024, False)
+        built, on_gpu = knn_ivf._fill(index, spec, ys, 5, False, 1024)
+        ivf = knn_bylist._ivf_of(built)
+        assert not on_gpu and knn_bylist._decodable(ivf)
         D0, I0 = built.search(x, 4)
-        D, I = knn_mod._search_ivf_by_list(ivf, knn_mod.ArrayBlocks(x), 4, 1500, None)
+        D, I = knn_bylist._search_ivf_by_list(ivf, knn_mod.ArrayBlocks(x), 4, 1500, None)
         np.testing.assert_allclose(D, D0, atol=1e-5)
         clear = (np.diff(D0, axis=1) < -1e-5).all(axis=1)
         np.testing.assert_array_equal(I[clear], I0[clear])
@@ -197,23 +201,23 @@ def test_mining_a_store_larger_than_the_memory_budget(tmp_path) -> None:
 
 def test_gpu_requested_without_gpu_warns_and_falls_back(stores, monkeypatch) -> None:
     xs, ys, _ = stores
-    monkeypatch.setattr(knn_mod, "_num_gpus", lambda: 0)
-    monkeypatch.setattr(knn_mod, "_warned", set())
+    monkeypatch.setattr(knn_gpu, "_num_gpus", lambda: 0)
+    monkeypatch.setattr(knn_gpu, "_warned", set())
     with pytest.warns(GpuFallbackWarning, match="no GPU"):
         D, I = knn(xs, ys, 2, use_gpu=True)
     D0, I0 = knn(xs, ys, 2, use_gpu=False)
     np.testing.assert_array_equal(I, I0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no GPU asked for, none present: silent
-        monkeypatch.setattr(knn_mod, "_gpu_device_present", lambda: False)
+        monkeypatch.setattr(knn_gpu, "_gpu_device_present", lambda: False)
         knn(xs, ys, 2)
 
 
 def test_gpu_present_but_cpu_faiss_warns(stores, monkeypatch) -> None:
     xs, ys, _ = stores
-    monkeypatch.setattr(knn_mod, "_num_gpus", lambda: 0)
-    monkeypatch.setattr(knn_mod, "_gpu_device_present", lambda: True)
-    monkeypatch.setattr(knn_mod, "_warned", set())
+    monkeypatch.setattr(knn_gpu, "_num_gpus", lambda: 0)
+    monkeypatch.setattr(knn_gpu, "_gpu_device_present", lambda: True)
+    monkeypatch.setattr(knn_gpu, "_warned", set())
     if hasattr(faiss, "StandardGpuResources"):
         pytest.skip("this FAISS build has GPU support")
     with pytest.warns(GpuFallbackWarning, match="faiss-gpu"):

@@ -1,0 +1,194 @@
+"""k-nearest-neighbour search by inner product (cosine on L2-normalised rows) with FAISS.
+
+Two paths:
+
+* ``index="flat"`` (exact): blocked brute force (:mod:`.flat`). The database is read one block
+  of ``block_rows`` rows at a time and never held whole; peak memory is about two blocks plus
+  the (nq, k) result, whatever the sizes.
+* any other string: a FAISS ``index_factory`` description with ``METRIC_INNER_PRODUCT``
+  (``"IVF1024,Flat"``, ``"IVF4096,SQfp16"``, ``"IVF4096,PQ64"``, ``"HNSW32"``...), trained on a
+  random sample of the database, filled block by block, then searched block by block (:mod:`.ivf`).
+  ``"auto"`` picks exact search for small databases and an IVF index otherwise, with its
+  parameters (lists, lists probed, training sample, codes) set by size: see :func:`auto_index`
+  (:mod:`.policy`).
+
+On the CPU, IVF indexes with flat or scalar-quantised codes (``"IVF{n},Flat"``,
+``"IVF{n},SQfp16"``, ``"IVF{n},SQ8"``..., and what ``"auto"`` picks) differ from FAISS's own
+in two ways, both measured in ``benchmarks/``: they are searched list by list (:mod:`.bylist`),
+and probed with each side centred on its own mean (:mod:`.centred`).
+
+:func:`knn_pair` searches both directions (x against y, y against x), as margin mining does,
+training one coarse quantizer for both indexes on a sample drawn from both sides. :func:`knn`
+is one direction of the same dispatch (:func:`_one_way`).
+
+Results are ``(D, I)``: (nq, k_eff) float32 similarities sorted descending and (nq, k_eff) int64
+row indices into the database, with ``k_eff = min(k, len(database))``. Equal similarities are
+listed by increasing id; when several rows tie for the last places, which of them make the cut
+is FAISS's heap choice (it may depend on ``block_rows``). Deduplicate sentences first if that
+matters. An approximate index may find fewer than ``k_eff`` hits for a query;
+the missing entries are ``I = -1``, ``D = -inf`` (at the end of the row).
+
+GPUs (:mod:`.gpu`): ``use_gpu=None`` uses every GPU FAISS sees (indexes sharded over them) and
+the CPU when there is none; a :class:`GpuFallbackWarning` says when GPUs were wanted or present
+but the search runs on the CPU. CPU searches run on worker threads (:mod:`.workers`).
+
+``_centred_spec`` is looked up in this module at every call: ``benchmarks/mine_nprobe.py`` and
+the tests replace it here to measure plain (uncentred) probing.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import faiss
+import numpy as np
+
+from .centred import _centred_spec, _Coarse
+from .flat import _flat_knn
+from .gpu import GpuFallbackWarning, _use_gpus
+from .ivf import _fill, _new_index, _search, _train
+from .policy import _check, _resolve, auto_index
+from .sources import ArrayBlocks, BlockSource, _as_source
+
+# Re-exported for code that reads them here; the search itself uses .policy's and .gpu's own
+# (patch those modules, not this one, to change the auto rule or the GPU detection in a test).
+from .policy import AUTO_FLAT_BELOW as AUTO_FLAT_BELOW
+from .policy import AUTO_MEMORY_BUDGET as AUTO_MEMORY_BUDGET
+from .policy import AUTO_NPROBE_FRACTION as AUTO_NPROBE_FRACTION
+from .policy import AUTO_NPROBE_MAX as AUTO_NPROBE_MAX
+from .policy import AUTO_NPROBE_MIN as AUTO_NPROBE_MIN
+
+__all__ = ["ArrayBlocks", "BlockSource", "GpuFallbackWarning", "SearchOptions", "auto_index", "knn", "knn_pair"]
+
+Resolved = tuple[str, int | None, int | None]  # (factory string or "flat", nprobe, train_size) after _resolve
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """How :func:`knn` and :func:`knn_pair` search (the same options for both).
+
+    index: ``"flat"`` (exact, blocked), ``"auto"`` (see :func:`auto_index`) or a FAISS factory string.
+    block_rows: rows per query / database block (memory ~ 2 * block_rows * dim * 4 bytes on the flat
+        path; the by-list IVF path reads ``4 * block_rows`` query rows at a time).
+    nprobe: IVF lists probed (default: the auto rule's, ``clamp(nlist / 16, 16, 256)``); InputError if the index has none.
+    train_size: training sample size (auto: ``min(nb, 32 * nlist)``; other factory strings
+        ``min(nb, max(50_000, 39 * nlist))``); ``seed`` draws it.
+    use_gpu: None = all GPUs FAISS sees, if any; False = CPU; True = GPUs (CPU with a
+        :class:`GpuFallbackWarning` if FAISS sees none).
+    """
+
+    index: str = "flat"
+    block_rows: int = 65536
+    nprobe: int | None = None
+    train_size: int | None = None
+    use_gpu: bool | None = None
+    seed: int = 0
+
+
+def knn(
+    queries: BlockSource | np.ndarray,
+    database: BlockSource | np.ndarray,
+    k: int,
+    index: str = "flat",
+    *,
+    progress: Callable[[int], None] | None = None,
+    **options: Any,
+) -> tuple[np.ndarray, np.ndarray]:
+    """k most similar database rows (inner product) for every query row.
+
+    queries:  (nq, dim) array of any float dtype, or a BlockSource.
+    database: (nb, dim) likewise; rows are L2-normalised for cosine similarity.
+    k: neighbours wanted; ``k_eff = min(k, nb)`` are returned.
+    index and ``options``: the fields of :class:`SearchOptions`.
+    progress: called after each query block with the number of query rows it completed (an increment).
+    Returns ``(D, I)``: (nq, k_eff) float32 similarities, descending, and (nq, k_eff) int64 database rows.
+    """
+    o = SearchOptions(index, **options)
+    qs = _as_source(queries, "queries")
+    db = _as_source(database, "database")
+    _check(qs, db, k, o.block_rows)
+    gpu = _use_gpus(o.use_gpu)
+    resolved = _resolve(o.index, len(db), db.dim, o.nprobe, o.train_size)
+    return _one_way(qs, db, k, resolved, gpu, o.seed, o.block_rows, progress)
+
+
+def knn_pair(
+    x: BlockSource | np.ndarray,
+    y: BlockSource | np.ndarray,
+    k: int,
+    index: str = "flat",
+    *,
+    progress: Callable[[int], None] | None = None,
+    **options: Any,
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Both directions at once: ``(knn(x, y, k), knn(y, x, k))`` with the same options.
+
+    With ``"auto"`` each direction gets the index :func:`auto_index` picks for its own database.
+    Where both directions use the same trainable index (the same factory string), it is trained
+    once, on a sample drawn half from each side (``train_size`` in total), and used for the two
+    databases; only one filled index is held at a time.
+    """
+    o = SearchOptions(index, **options)
+    index, block_rows, nprobe, train_size, seed = o.index, o.block_rows, o.nprobe, o.train_size, o.seed
+    xs = _as_source(x, "x")
+    ys = _as_source(y, "y")
+    _check(xs, ys, k, block_rows)
+    gpu = _use_gpus(o.use_gpu)
+    fwd_spec = _resolve(index, len(ys), ys.dim, nprobe, train_size)
+    bwd_spec = _resolve(index, len(xs), xs.dim, nprobe, train_size)
+    shared = coarse = None
+    if fwd_spec == bwd_spec and fwd_spec[0].lower() != "flat" and len(xs) and len(ys):
+        if not gpu and _centred_spec(fwd_spec[0]) is not None:
+            coarse = _Coarse.train(fwd_spec[0], [xs, ys], fwd_spec[2], seed, block_rows, fit=[0, 1])
+        else:
+            shared = _new_index(fwd_spec[0], xs.dim)
+            _train(shared, fwd_spec[0], [xs, ys], fwd_spec[2], seed, block_rows, gpu)
+    fwd = _one_way(xs, ys, k, fwd_spec, gpu, seed, block_rows, progress, coarse=coarse, sides=(0, 1), shared=shared)
+    # y against x probes with y's mean (side 1), x's lists filed by x's mean (side 0); the same
+    # source passed twice keeps side 0 for both, as a sample of it is side 0's.
+    bwd = _one_way(ys, xs, k, bwd_spec, gpu, seed, block_rows, progress, coarse=coarse, sides=(0, 1) if ys is xs else (1, 0), shared=shared)
+    return fwd, bwd
+
+
+def _one_way(
+    qs: BlockSource,
+    db: BlockSource,
+    k: int,
+    resolved: Resolved,
+    gpu: bool,
+    seed: int,
+    block_rows: int,
+    progress: Callable[[int], None] | None,
+    *,
+    coarse: _Coarse | None = None,
+    sides: tuple[int, int] = (0, 1),
+    shared: faiss.Index | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One direction, queries ``qs`` against database ``db``, on the path its resolved spec picks.
+
+    ``coarse``: a centred quantizer trained for both sides (``sides`` = (query side, database
+    side) in it); ``shared``: an index trained for both sides, cloned and filled with ``db``.
+    Without either, the index is trained on ``db`` alone. The filled index is dropped on return.
+    """
+    spec, nprobe, train_size = resolved
+    nq, nb = len(qs), len(db)
+    k_eff = min(k, nb)
+    if nq == 0 or k_eff == 0:
+        if progress and nq:
+            progress(nq)
+        return np.empty((nq, k_eff), np.float32), np.empty((nq, k_eff), np.int64)
+    if spec.lower() == "flat":
+        return _flat_knn(qs, db, k_eff, block_rows, gpu, progress)
+    if coarse is not None:
+        return coarse.search(qs, sides[0], db, sides[1], k_eff, nprobe, block_rows, progress)
+    if not gpu and _centred_spec(spec) is not None:
+        one = _Coarse.train(spec, [qs, db], train_size, seed, block_rows, fit=[1])
+        return one.search(qs, 0, db, 1, k_eff, nprobe, block_rows, progress)
+    if shared is not None:
+        empty = faiss.clone_index(shared)
+    else:
+        empty = _new_index(spec, db.dim)
+        _train(empty, spec, [db], train_size, seed, block_rows, gpu)
+    built, on_gpu = _fill(empty, spec, db, nprobe, gpu, block_rows)
+    return _search(built, on_gpu, qs, k_eff, block_rows, progress)

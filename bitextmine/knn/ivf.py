@@ -1,0 +1,146 @@
+"""FAISS factory indexes (``"IVF1024,Flat"``, ``"IVF4096,PQ64"``, ``"HNSW32"``...): build, train, fill, search.
+
+An index is made from its factory string with ``METRIC_INNER_PRODUCT`` (:func:`_new_index`),
+trained on a random sample of the database (:func:`_train`; split evenly over both sides when
+:func:`knn_pair` trains one index for both directions), filled block by block (:func:`_fill`) and
+searched block by block (:func:`_search`). On the CPU, IVF indexes with flat or scalar-quantised
+codes are filled with the worker threads' own list assignment and searched list by list
+(:mod:`.bylist`); everything else, GPU indexes included, runs FAISS's own ``add`` and ``search``.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import faiss
+import numpy as np
+
+from ..errors import InputError
+from .bylist import _assign, _decodable, _ivf_of, _search_ivf_by_list
+from .gpu import _to_gpus, _warn_once
+from .policy import _auto_nprobe, _default_train_size, _ivf_query_rows
+from .sources import BlockSource, _blocks, _sample_rows
+from .workers import _canonical, _Workers
+
+
+def _one_line(err: BaseException) -> str:
+    """FAISS's exception text on one line, without the C++ location and assertion prefixes."""
+    lines = str(err).strip().splitlines()
+    msg = lines[0] if lines else type(err).__name__
+    msg = re.sub(r"^Error in .*? at \S+:\d+: ", "", msg)
+    msg = re.sub(r"^Error: '.*?' failed: ", "", msg)
+    return msg.strip()[:200]
+
+
+def _new_index(spec: str, d: int) -> faiss.Index:
+    """An empty index from a factory string (inner product). Scalar-quantised IVF stores vectors, not residuals."""
+    try:
+        index = faiss.index_factory(d, spec, faiss.METRIC_INNER_PRODUCT)
+    except (RuntimeError, ValueError, TypeError) as e:
+        raise InputError(f"bad FAISS index {spec!r} for dimension {d}: {_one_line(e)}") from None
+    ivf = _ivf_of(index)
+    if isinstance(ivf, faiss.IndexIVFScalarQuantizer) and ivf.sq.qtype == faiss.ScalarQuantizer.QT_fp16:
+        ivf.by_residual = False  # fp16 codes of the vectors themselves: exact for fp16-stored embeddings
+    return index
+
+
+def _train(index: faiss.Index, spec: str, sources: list[BlockSource], train_size: int | None, seed: int, block_rows: int, gpu: bool) -> None:
+    """Train ``index`` (if it needs it) on a sample split evenly over ``sources``."""
+    if index.is_trained:
+        return
+    d = sources[0].dim
+    ivf = faiss.try_extract_index_ivf(index)
+    nlist = int(ivf.nlist) if ivf is not None else 0
+    total = sum(len(s) for s in sources)
+    size = train_size if train_size is not None else _default_train_size(total, nlist)
+    size = max(1, min(int(size), total))
+    parts = []
+    for i, src in enumerate(sources):
+        share = size // len(sources) + (1 if i < size % len(sources) else 0)
+        share = min(share, len(src))
+        if share:
+            parts.append(_sample_rows(src, share, seed + i, block_rows))
+    sample = np.concatenate(parts) if len(parts) > 1 else parts[0]
+    clustering = None  # kept referenced: FAISS does not own it
+    if ivf is not None:
+        # Fewer than 39 points per list only draws a FAISS warning on stdout; the auto rule uses 32.
+        ivf.cp.min_points_per_centroid = min(ivf.cp.min_points_per_centroid, max(1, len(sample) // max(nlist, 1)))
+        if gpu:  # k-means assignment on the GPUs, index trained on the CPU
+            try:
+                clustering = _to_gpus(faiss.IndexFlat(d, ivf.metric_type))
+                ivf.clustering_index = clustering
+            except RuntimeError:
+                clustering = None
+    try:
+        index.train(sample)
+    except RuntimeError as e:
+        raise InputError(f"cannot train FAISS index {spec!r} on {len(sample)} vectors: {_one_line(e)}") from None
+    finally:
+        if clustering is not None:
+            ivf.clustering_index = None
+
+
+def _fill(index: faiss.Index, spec: str, db: BlockSource, nprobe: int | None, gpu: bool, block_rows: int) -> tuple[Any, bool]:
+    """Move ``index`` to the GPUs if wanted (and possible), add the database block by block, set nprobe."""
+    ivf = faiss.try_extract_index_ivf(index)
+    if nprobe is None and ivf is not None:
+        nprobe = _auto_nprobe(int(ivf.nlist))
+    if nprobe is not None and nprobe < 1:
+        raise InputError(f"{{param}} must be at least 1, got {nprobe}", param="nprobe")
+    if nprobe is not None and ivf is None:
+        raise InputError(f"{{param}} does not apply to FAISS index {spec!r} (it has no inverted lists)", param="nprobe")
+    on_gpu = False
+    if gpu:
+        try:
+            index = _to_gpus(index)
+            on_gpu = True
+        except RuntimeError:
+            _warn_once(f"type:{spec}", f"FAISS index {spec!r} has no GPU version; searching on the CPU")
+    ivf = None if on_gpu else _ivf_of(index)
+    # the IVF itself (no pre-transform) with flat or scalar-quantised codes: fill with our own assignment
+    direct = ivf is not None and _decodable(ivf) and faiss.downcast_index(index).this == ivf.this
+    with _Workers(None if direct else 1) as workers:
+        for xb in _blocks(db, block_rows):
+            if direct:  # assign on the worker threads, then store with the assignment given
+                lists = _assign(ivf.quantizer, xb, 1, workers).ravel()
+                ivf.add_core(len(xb), faiss.swig_ptr(xb), None, faiss.swig_ptr(lists))
+            else:
+                index.add(xb)
+    if nprobe is not None:
+        space = faiss.GpuParameterSpace() if on_gpu else faiss.ParameterSpace()
+        try:
+            space.set_index_parameter(index, "nprobe", int(nprobe))
+        except RuntimeError:
+            raise InputError(f"{{param}} does not apply to FAISS index {spec!r} (it has no inverted lists)", param="nprobe") from None
+    return index, on_gpu
+
+
+def _search(index: Any, on_gpu: bool, qs: BlockSource, k: int, block_rows: int, progress: Callable[[int], None] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Search every query: by list on CPU IVF indexes with decodable codes, else FAISS's own search.
+
+    The by-list path reads the IVF's codes directly, so it is taken only when the IVF is the whole
+    index: a pre-transform in front of it (``PCA16,IVF8,Flat``, ``OPQ...``) goes through FAISS.
+    """
+    ivf = None if on_gpu else _ivf_of(index)
+    if ivf is not None and _decodable(ivf) and faiss.downcast_index(index).this == ivf.this:
+        return _search_ivf_by_list(ivf, qs, k, _ivf_query_rows(block_rows, int(ivf.nprobe)), progress)
+    return _search_blocks(index, qs, k, block_rows, progress)
+
+
+def _search_blocks(
+    index: Any, qs: BlockSource, k: int, block_rows: int, progress: Callable[[int], None] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """FAISS's own ``index.search``, one query block at a time, results in canonical order."""
+    nq = len(qs)
+    D = np.empty((nq, k), dtype=np.float32)
+    I = np.empty((nq, k), dtype=np.int64)
+    q0 = 0
+    for xq in _blocks(qs, block_rows):
+        q1 = q0 + len(xq)
+        D[q0:q1], I[q0:q1] = index.search(xq, k)
+        _canonical(D[q0:q1], I[q0:q1])
+        if progress:
+            progress(q1 - q0)
+        q0 = q1
+    return D, I
