@@ -12,9 +12,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import bitextmine.knn as knn_mod
+import bitextmine.knn.gpu as knn_gpu
 from bitextmine.cli import app
-from bitextmine.encode import GPU_TOKEN_BUDGET, Encoder
+from bitextmine.encoder import GPU_TOKEN_BUDGET, Encoder
 from bitextmine.knn import GpuFallbackWarning, knn
 from bitextmine.models.loader import load_model
 from bitextmine.store import EmbeddingStore
@@ -57,7 +57,7 @@ def test_gpu_embeddings_match_cpu_fp32(tiny_model) -> None:
 
 def test_real_model_on_gpu_matches_cpu_fp32() -> None:
     """The packaged default model: bf16 on the GPU keeps cosine >= 0.999 to fp32 on the CPU."""
-    from test_packaged import SENTENCES
+    from sentences import SENTENCES
 
     from bitextmine.errors import ModelError
 
@@ -93,15 +93,15 @@ def test_faiss_on_a_gpu_host(tiny_model) -> None:
     xb /= np.linalg.norm(xb, axis=1, keepdims=True)
     xq /= np.linalg.norm(xq, axis=1, keepdims=True)
     D0, I0 = knn(xq, xb, 4, use_gpu=False)
-    if knn_mod._num_gpus() > 0:
+    if knn_gpu._num_gpus() > 0:
         with warnings.catch_warnings():
             warnings.simplefilter("error", GpuFallbackWarning)
             D, I = knn(xq, xb, 4)
         np.testing.assert_allclose(D, D0, atol=1e-4)
         assert (I == I0).mean() > 0.99
     else:
-        assert knn_mod._gpu_device_present()
-        knn_mod._warned.clear()
+        assert knn_gpu._gpu_device_present()
+        knn_gpu._warned.clear()
         with pytest.warns(GpuFallbackWarning, match="faiss-gpu"):
             D, I = knn(xq, xb, 4)
         np.testing.assert_array_equal(I, I0)

