@@ -1,218 +1,38 @@
-"""bench bucc: threshold sweep and F1 against hand-made and random candidates (with an independent
-LASER-style reference), the BUCC layouts (folders and .tar.bz2 archives) through the CLI on tiny
-models, bad input, and the real zh-en sample with the default model (slow)."""
+"""bench bucc runs: choosing the splits, mining a split (checked against a LASER-style reference over
+the same files), run_bucc end to end on tiny models, the CLI on folders and archives, bad input, and
+the real zh-en sample with the default model (slow). Scoring: test_bench_bucc_score.py; files and
+archives: test_bench_bucc_data.py."""
 from __future__ import annotations
 
-import io
 import json
-import math
-import random
 import shutil
-import tarfile
 
-import numpy as np
 import pytest
-from conftest import make_sentences, need_shared
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from bucc_cases import (
+    laser_reference,
+    make_bucc_data,
+    make_split,
+    write_archive,
+    write_files,
+)
+from conftest import need_shared
 from typer.testing import CliRunner
 
 from bitextmine.bench.bucc import (
-    IdPairs,
-    candidates_to_ids,
-    evaluate_at,
+    BuccSplit,
+    choose_splits,
     find_bucc,
     optimize_threshold,
-    read_gold,
-    sweep,
-    unique_sentence_ids,
 )
-from bitextmine.cli_bench import bench_app
+from bitextmine.cli.bench import bench_app
 from bitextmine.errors import InputError
 
 runner = CliRunner()
 
 
-# ---------------------------------------------------------------------------------------------
-# hand-made candidates with known answers
-
-
-def test_sweep_and_best_threshold_by_hand():
-    # ranked: gold, gold, wrong, gold, wrong; one more gold pair is never a candidate
-    cands = {("s1", "t1"): 1.30, ("s2", "t2"): 1.20, ("s3", "t9"): 1.10, ("s4", "t4"): 1.00, ("s5", "t8"): 0.90}
-    gold = {("s1", "t1"), ("s2", "t2"), ("s4", "t4"), ("s6", "t6")}
-    sw = sweep(cands, gold)
-    assert list(sw.is_gold) == [True, True, False, True, False]
-    assert np.allclose(sw.precision, [1, 1, 2 / 3, 3 / 4, 3 / 5])
-    assert np.allclose(sw.recall, [1 / 4, 2 / 4, 2 / 4, 3 / 4, 3 / 4])
-    # F1 after each candidate: 0.4, 0.667, 0.571, 0.75, 0.667 -> best after the 4th candidate
-    thr, p, r, f1 = optimize_threshold(cands, gold)
-    assert thr == pytest.approx(0.95)  # midpoint between 1.00 and 0.90
-    assert (p, r) == (0.75, 0.75) and f1 == pytest.approx(0.75)
-    ev = evaluate_at(thr, cands, gold)
-    assert (ev.extracted, ev.correct, ev.gold) == (4, 3, 4)
-    # a stricter threshold: 2 extracted, both right
-    ev = evaluate_at(1.15, cands, gold)
-    assert (ev.extracted, ev.correct, ev.precision, ev.recall) == (2, 2, 1.0, 0.5)
-    assert ev.f1 == pytest.approx(2 / 3)
-
-
-def test_best_cut_at_the_first_candidate_and_at_the_last():
-    gold = {("a", "b")}
-    thr, p, r, f1 = optimize_threshold({("a", "b"): 2.0, ("c", "d"): 1.0}, gold)
-    assert thr == 1.5 and (p, r, f1) == (1.0, 1.0, 1.0)
-    # the best cut is the last candidate: no next score, so the threshold is its own score
-    thr, p, r, f1 = optimize_threshold({("c", "d"): 2.0, ("a", "b"): 1.0}, gold)
-    assert thr == 1.0 and (p, r) == (0.5, 1.0)
-
-
-def test_no_correct_candidate():
-    thr, p, r, f1 = optimize_threshold({("a", "x"): 1.2, ("b", "y"): 1.1}, {("a", "b")})
-    assert math.isinf(thr) and (p, r, f1) == (0.0, 0.0, 0.0)
-    ev = evaluate_at(thr, {("a", "x"): 1.2}, {("a", "b")})
-    assert ev.extracted == 0
-    assert optimize_threshold({}, {("a", "b")})[3] == 0.0
-
-
-def test_ties_at_the_threshold_are_all_extracted():
-    # the sweep's best cut falls inside a tie: extracting ">= threshold" takes both tied candidates
-    cands = {("a", "a"): 1.5, ("b", "b"): 1.2, ("c", "x"): 1.2, ("d", "y"): 1.0}
-    gold = {("a", "a"), ("b", "b")}
-    thr, p, r, f1 = optimize_threshold(cands, gold)
-    assert thr == 1.2  # midpoint of two equal scores
-    assert (p, r) == (2 / 3, 1.0)  # what extracting at the threshold gives (as LASER prints)
-
-
-def test_duplicate_texts_are_dropped_and_repeated_id_pairs_keep_the_best_score():
-    src = unique_sentence_ids(["s1", "s2", "s3", "s4"], ["one", "two", "two ", "four"])
-    # "two" occurs twice (after strip), under s2 and s3: it cannot be mapped to one id
-    assert src == {"one": "s1", "four": "s4"}
-    tgt = unique_sentence_ids(["t1", "t2", "t4"], ["uno", "dos", "cuatro"])
-    pairs = candidates_to_ids(
-        ["one", "two", "four", "one", "unknown"],
-        ["uno", "dos", "cuatro", "uno", "dos"],
-        [1.1, 1.4, 1.3, 1.2, 1.5],
-        src, tgt,
-    )
-    # "two" and "unknown" have no id; ("s1", "t1") was met twice and keeps 1.2, its best; best first
-    assert pairs.keys() == [("s4", "t4"), ("s1", "t1")]
-    assert list(pairs.score) == [1.3, 1.2]
-    # gold pairs involving the dropped sentence still count in recall
-    gold = {("s1", "t1"), ("s2", "t2"), ("s4", "t4")}
-    thr, p, r, f1 = optimize_threshold(pairs, gold)
-    assert (p, r) == (1.0, 2 / 3) and thr == 1.2  # the best cut takes both: the last candidate
-
-
-def test_candidates_absent_from_gold_lower_precision_only():
-    cands = IdPairs.from_scores([(("a", "a"), 1.5), (("x", "y"), 1.4), (("b", "b"), 1.3)])
-    gold = {("a", "a"), ("b", "b")}
-    thr, p, r, f1 = optimize_threshold(cands, gold)
-    assert thr == pytest.approx(1.3) and (p, r) == (2 / 3, 1.0)
-
-
-def test_read_gold(tmp_path):
-    (tmp_path / "g").write_text("zh-1\ten-7\n\nzh-2\ten-3\n")
-    assert read_gold(tmp_path / "g") == {("zh-1", "en-7"), ("zh-2", "en-3")}
-    (tmp_path / "bad").write_text("zh-1 en-7\n")
-    with pytest.raises(InputError, match="bad:1"):
-        read_gold(tmp_path / "bad")
-
-
-# ---------------------------------------------------------------------------------------------
-# against an independent, straightforward port of LASER's tasks/bucc/bucc.py
-
-
-def laser_reference(src_ids, src_texts, tgt_ids, tgt_texts, candidate_lines, gold_lines):
-    """LASER's procedure, loop by loop over text lines: sentence→id maps without repeated sentences,
-    candidate lines 'score<TAB>src<TAB>tgt', the F1 sweep, extraction at the threshold.
-    One deviation, at an edge LASER does not handle: when the best cut is the last candidate
-    (LASER raises IndexError), the threshold is that candidate's score."""
-    maps = []
-    for ids, texts in ((src_ids, src_texts), (tgt_ids, tgt_texts)):
-        sent2id, repeated = {}, set()
-        for i, sent in zip(ids, texts):
-            sent = sent.strip()
-            if sent in sent2id:
-                repeated.add(sent)
-            else:
-                sent2id[sent] = i
-        for sent in repeated:
-            del sent2id[sent]
-        maps.append(sent2id)
-    src_sent2id, trg_sent2id = maps
-    candidate2score = {}
-    for line in candidate_lines:
-        score, src, trg = line.split("\t")
-        score = float(score)
-        src, trg = src.strip(), trg.strip()
-        if src in src_sent2id and trg in trg_sent2id:
-            key = (src_sent2id[src], trg_sent2id[trg])
-            candidate2score[key] = max(score, candidate2score.get(key, score))
-    gold = {line.strip() for line in gold_lines}
-    items = sorted(candidate2score.items(), key=lambda x: -x[1])
-    nextract = ncorrect = 0
-    threshold, best_f1 = 0, 0
-    for i in range(len(items)):
-        nextract += 1
-        if "\t".join(items[i][0]) in gold:
-            ncorrect += 1
-        if ncorrect > 0:
-            precision = ncorrect / nextract
-            recall = ncorrect / len(gold)
-            f1 = 2 * precision * recall / (precision + recall)
-            if f1 > best_f1:
-                best_f1 = f1
-                threshold = (items[i][1] + items[i + 1][1]) / 2 if i + 1 < len(items) else items[i][1]
-    bitexts = ["\t".join(k) for k, s in candidate2score.items() if s >= threshold]
-    ncorrect = len(gold.intersection(bitexts))
-    if ncorrect > 0:
-        precision = ncorrect / len(bitexts)
-        recall = ncorrect / len(gold)
-        f1 = 2 * precision * recall / (precision + recall)
-    else:
-        precision = recall = f1 = 0
-    return threshold, precision, recall, f1
-
-
-@st.composite
-def bucc_case(draw):
-    words = ["alpha", "beta", "gamma", "delta", "eps", "zeta", "eta", "theta", "iota", "kappa", "lambda", "mu"]
-    n_src = draw(st.integers(1, 25))
-    n_tgt = draw(st.integers(1, 25))
-    src_texts = [draw(st.sampled_from(words)) + draw(st.sampled_from(["", " ", " x"])) for _ in range(n_src)]
-    tgt_texts = [draw(st.sampled_from(words)).upper() + draw(st.sampled_from(["", " y"])) for _ in range(n_tgt)]
-    src_ids = [f"xx-{i:06d}" for i in range(n_src)]
-    tgt_ids = [f"en-{i:06d}" for i in range(n_tgt)]
-    # scores on a coarse grid, so ties happen
-    score = st.one_of(st.integers(80, 140).map(lambda v: v / 100), st.floats(0.5, 1.6, allow_nan=False))
-    cands = draw(st.lists(st.tuples(st.integers(0, n_src - 1), st.integers(0, n_tgt - 1), score), max_size=40))
-    gold = draw(st.sets(st.tuples(st.integers(0, n_src - 1), st.integers(0, n_tgt - 1)), min_size=1, max_size=15))
-    return src_ids, src_texts, tgt_ids, tgt_texts, cands, gold
-
-
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(bucc_case())
-def test_matches_laser_reference(case):
-    src_ids, src_texts, tgt_ids, tgt_texts, cands, gold_idx = case
-    # candidates in any order (mine writes them best first; both sides handle any order alike)
-    lines = [f"{sc!r}\t{src_texts[i]}\t{tgt_texts[j]}" for i, j, sc in cands]
-    gold_lines = [f"{src_ids[i]}\t{tgt_ids[j]}\n" for i, j in gold_idx]
-    ref = laser_reference(src_ids, src_texts, tgt_ids, tgt_texts, lines, gold_lines)
-
-    pairs = candidates_to_ids([src_texts[i] for i, _, _ in cands], [tgt_texts[j] for _, j, _ in cands],
-                              [sc for _, _, sc in cands],
-                              unique_sentence_ids(src_ids, src_texts), unique_sentence_ids(tgt_ids, tgt_texts))
-    gold = {(src_ids[i], tgt_ids[j]) for i, j in gold_idx}
-    ours = optimize_threshold(pairs, gold)
-    assert ours.f1 == ref[3] and ours.precision == ref[1] and ours.recall == ref[2]
-    if ref[3] > 0:
-        assert ours.threshold == ref[0]
-    ev = evaluate_at(ours.threshold, pairs, gold)
-    assert (ev.precision, ev.recall, ev.f1) == (ours.precision, ours.recall, ours.f1)
-
-
-# ---------------------------------------------------------------------------------------------
-# the layout and the CLI, on tiny models
+@pytest.fixture
+def bucc_data(tmp_path):
+    return make_bucc_data(tmp_path)
 
 
 def one_line_error(res) -> str:
@@ -230,55 +50,30 @@ def run(*args, ok: bool = True):
     return res
 
 
-def make_split(lang: str, split: str, seed: int, n_gold: int = 12, n_noise: int = 20, gold: bool = True):
-    """Texts for one split: ``n_gold`` sentences on both sides (identical text: the tiny model scores them
-    highest), noise on each side, one sentence repeated on the source side (LASER drops it)."""
-    common = make_sentences(n_gold, seed=seed)
-    noise = make_sentences(2 * n_noise + 1, seed=seed + 1000)
-    noise = [s for s in noise if s not in common]
-    src = common + noise[:n_noise] + [noise[0]]  # noise[0] twice on the source side
-    tgt = list(reversed(common)) + noise[n_noise : 2 * n_noise]
-    rng = random.Random(seed)
-    order_s, order_t = list(range(len(src))), list(range(len(tgt)))
-    rng.shuffle(order_s)
-    rng.shuffle(order_t)
-    files = {}
-    files[f"{lang}-en.{split}.{lang}"] = "".join(f"{lang}-{split[:2]}{k:06d}\t{src[i]}\n" for k, i in enumerate(order_s))
-    files[f"{lang}-en.{split}.en"] = "".join(f"en-{split[:2]}{k:06d}\t{tgt[i]}\n" for k, i in enumerate(order_t))
-    sid = {src[i]: f"{lang}-{split[:2]}{k:06d}" for k, i in enumerate(order_s)}
-    tid = {tgt[i]: f"en-{split[:2]}{k:06d}" for k, i in enumerate(order_t)}
-    pairs = [(sid[s], tid[s]) for s in common]
-    if gold:
-        files[f"{lang}-en.{split}.gold"] = "".join(f"{a}\t{b}\n" for a, b in pairs)
-    return files, pairs
+def test_choose_splits_defaults_and_errors(tmp_path):
+    def split(name, gold=True):
+        return BuccSplit("de-en", name, tmp_path / f"de-en.{name}.de", tmp_path / f"de-en.{name}.en",
+                         tmp_path / f"de-en.{name}.gold" if gold else None)
 
-
-def write_files(folder, files):
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, text in files.items():
-        (folder / name).write_text(text, encoding="utf-8")
-
-
-def write_archive(path, files, pair):
-    with tarfile.open(path, "w:bz2") as tar:
-        for name, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(f"bucc2018/{pair}/{name}")
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-
-
-@pytest.fixture
-def bucc_data(tmp_path):
-    """de-en in a per-pair folder (sample + training with gold), fr-en files directly in the root (sample)."""
-    data = tmp_path / "bucc"
-    de_s, de_s_gold = make_split("de", "sample", 1)
-    de_t, de_t_gold = make_split("de", "training", 2, n_gold=15, n_noise=30)
-    write_files(data / "de-en", {**de_s, **de_t})
-    fr_s, _ = make_split("fr", "sample", 3)
-    write_files(data, fr_s)
-    (data / "README.md").write_text("not data\n")
-    return data, de_t_gold
+    both = {"sample": split("sample"), "training": split("training"), "test": split("test", gold=False)}
+    assert choose_splits("de-en", both, None, None) == ("sample", ["training"])
+    assert choose_splits("de-en", {"sample": split("sample")}, None, None) == ("sample", ["sample"])
+    assert choose_splits("de-en", {"training": split("training")}, None, None) == ("training", ["training"])
+    assert choose_splits("de-en", both, "training", ["test", "sample", "test"]) == ("training", ["test", "sample"])
+    sample_only = {"sample": split("sample")}
+    cases = [
+        (both, "nonsense", None, "tune_on", "unknown split 'nonsense'; BUCC splits are sample, training, test"),
+        (both, None, ["sample", "dev"], "eval_on", "unknown split 'dev'"),
+        (both, "test", None, "tune_on", "de-en: cannot tune on test: no gold file de-en.test.gold"),
+        (sample_only, "training", None, "tune_on", r"de-en: no training split found \(splits found: sample\)"),
+        (sample_only, None, ["test"], "eval_on", r"de-en: no test split found \(splits found: sample\)"),
+    ]
+    for splits, tune_on, eval_on, param, text in cases:
+        with pytest.raises(InputError, match=text) as e:
+            choose_splits("de-en", splits, tune_on, eval_on)
+        assert e.value.param == param
+    with pytest.raises(InputError, match="no split with a gold file"):
+        choose_splits("de-en", {"test": split("test", gold=False)}, None, None)
 
 
 def test_mined_split_matches_laser_reference_on_the_files(tiny_model, bucc_data, tmp_path):
@@ -286,14 +81,14 @@ def test_mined_split_matches_laser_reference_on_the_files(tiny_model, bucc_data,
     over the split's text files (ids and sentences cut from the 'id<TAB>sentence' lines) and the
     same mined candidates written as 'score<TAB>src<TAB>tgt' lines."""
     from bitextmine.bench.bucc import BuccOptions, mine_split
-    from bitextmine.bench.common import CachedEmbedder
-    from bitextmine.encode import Encoder
-    from bitextmine.mine import MineOptions, mine_stores
+    from bitextmine.embed_cache import EmbeddingCache
+    from bitextmine.encoder import Encoder
+    from bitextmine.mining import MineOptions, mine_stores
     from bitextmine.models.loader import load_model
 
     data, _ = bucc_data
     split = find_bucc(data, cache_dir=tmp_path / "c")["de-en"]["training"]
-    embed = CachedEmbedder(Encoder(load_model(str(tiny_model))), tmp_path / "c", id_column=True)
+    embed = EmbeddingCache(Encoder(load_model(str(tiny_model))), tmp_path / "c", id_column=True)
     ours = mine_split(split, embed, BuccOptions())
     choice = optimize_threshold(ours.pairs, ours.gold)
 
@@ -307,15 +102,38 @@ def test_mined_split_matches_laser_reference_on_the_files(tiny_model, bucc_data,
     assert len(ours.pairs) < len(cand)  # the sentence repeated on the source side was dropped
 
 
-def test_find_bucc_layouts(bucc_data, tmp_path):
-    data, _ = bucc_data
+def test_run_bucc_results_files_plots_and_progress(tiny_model, tmp_path):
+    """run_bucc without the CLI: the tuning split's threshold applied to training and to the test split
+    (a submission file), one plot per split with gold, and the search reported as "mining <pair> <split>"."""
+    from bitextmine.bench.bucc import BuccOptions, run_bucc
+    from bitextmine.embed_cache import EmbeddingCache
+    from bitextmine.encoder import Encoder
+    from bitextmine.models.loader import load_model
+
+    data = tmp_path / "d"
+    files = {}
+    for name, seed, gold in (("sample", 1, True), ("training", 2, True), ("test", 3, False)):
+        files.update(make_split("de", name, seed, gold=gold)[0])
+    write_files(data, files)
     found = find_bucc(data, cache_dir=tmp_path / "c")
-    assert sorted(found) == ["de-en", "fr-en"]
-    assert sorted(found["de-en"]) == ["sample", "training"]
-    assert found["de-en"]["training"].gold.name == "de-en.training.gold"
-    assert list(find_bucc(data, pairs=["fr"], cache_dir=tmp_path / "c")) == ["fr-en"]
-    with pytest.raises(InputError, match="pair ru-en not found"):
-        find_bucc(data, pairs=["ru-en"], cache_dir=tmp_path / "c")
+    embed = EmbeddingCache(Encoder(load_model(str(tiny_model))), tmp_path / "c", id_column=True)
+    events, seen = [], []
+    (r,) = run_bucc(found, embed, BuccOptions(eval_on=["training", "test"]), out_dir=tmp_path / "out", plots_dir=tmp_path / "plots",
+                    listener=events.append, embedder_seconds=lambda: embed.seconds, on_pair=seen.append)
+    assert seen == [r] and r.pair == "de-en" and r.tune.split == "sample" and [e.split for e in r.evals] == ["training", "test"]
+    thr = r.tune.threshold
+    assert r.tune.self_tuned and r.tune.f1 == r.tune.best["f1"] and r.tune.best["threshold"] == thr
+    training, test = r.evals
+    assert training.tuned_on == "sample" and training.threshold == thr and not training.self_tuned and training.gold == 12
+    assert test.gold is None and test.f1 is None and test.best is None
+    mined = (tmp_path / "out" / "de-en.test.pairs.tsv").read_text().splitlines()
+    assert test.submission == str(tmp_path / "out" / "de-en.test.pairs.tsv") and len(mined) == test.extracted > 0
+    assert r.plots == [str(tmp_path / "plots" / f"bucc-de-en-{s}.png") for s in ("sample", "training")]
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["bucc-de-en-sample.png", "bucc-de-en-training.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["de-en.test.pairs.tsv"]  # no temporary file left
+    searches = [(e.kind, e.what) for e in events if e.what.startswith("mining")]
+    assert [w for k, w in searches if k == "start"] == ["mining de-en sample", "mining de-en training", "mining de-en test"]
+    assert all(e.unit == "queries" for e in events if e.kind == "start" and e.what.startswith("mining"))
 
 
 def test_cli_bucc_folder_json_plots_and_cache(tiny_model, bucc_data, tmp_path):
@@ -399,8 +217,12 @@ def test_cli_bucc_save_threshold(tiny_model, bucc_data, tmp_path):
     after = load_model(str(model))
     assert after.recipe.threshold == pytest.approx(thr)
     assert after.fingerprint == before.fingerprint  # embeddings stay valid
-    res = run("bucc", "--data", data, "--model", model, "--save-threshold", "--margin", "distance", ok=False)
-    assert "--save-threshold" in one_line_error(res)
+    assert (after.recipe.threshold_margin, after.recipe.threshold_k) == ("ratio", 4)
+    # another scoring saves its own threshold with that scoring (mine applies it only under it)
+    run("bucc", "--data", data, "--pairs", "de-en", "--model", model, "--cache", tmp_path / "c", "--save-threshold",
+        "--margin", "distance", "-k", "3")
+    again = load_model(str(model))
+    assert (again.recipe.threshold_margin, again.recipe.threshold_k) == ("distance", 3)
 
 
 @pytest.mark.parametrize("args,expect", [

@@ -1,5 +1,5 @@
-"""bench tatoeba: retrieval accuracy on hand-made embeddings, language sets, the CLI on a synthetic
-Tatoeba folder with a tiny model, bad input, and a few real languages with the default model (slow)."""
+"""bench tatoeba: language sets, the CLI on a synthetic Tatoeba folder with a tiny model, bad input,
+and a few real languages with the default model (slow). Retrieval accuracy itself: tests/test_retrieval.py."""
 from __future__ import annotations
 
 import json
@@ -14,13 +14,12 @@ from bitextmine.bench.tatoeba import (
     DAP14,
     DAP36,
     LangResult,
-    accuracy,
     averages,
     find_tatoeba,
-    nearest,
     resolve_langs,
+    run_tatoeba,
 )
-from bitextmine.cli_bench import bench_app
+from bitextmine.cli.bench import bench_app
 from bitextmine.errors import InputError
 
 runner = CliRunner()
@@ -49,39 +48,6 @@ def test_language_sets_exist_in_the_real_data():
     assert set(DAP36) <= set(found) and len(found) == 112
 
 
-def unit(v):
-    v = np.asarray(v, dtype=np.float32)
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
-
-
-def test_accuracy_by_hand():
-    x = unit(np.eye(4) + 0.1)
-    assert accuracy(x, x) == (1.0, 1.0)
-    y = x[[1, 0, 2, 3]]  # the first two targets swapped: 2 of 4 wrong each way
-    assert accuracy(x, y) == (0.5, 0.5)
-    # a duplicate target: both sources retrieve its first copy, so the second counts as an error
-    x = unit([[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0.1, 1]])
-    y = x.copy()
-    y[3] = y[2]
-    fwd, bwd = nearest(x, y)
-    assert list(fwd) == [0, 1, 2, 2] and accuracy(x, y)[0] == 0.75
-    # the directions differ: x[1] retrieves y[0] (wrong), but every target retrieves its own source
-    x = unit([[1, 0, 0], [0.8, 0.6, 0], [0, 0, 1]])
-    y = unit([[0.95, 0.3, 0], [0.3, 1, 0], [0, 0.1, 1]])
-    assert list(nearest(x, y)[0]) == [0, 0, 2]
-    assert accuracy(x, y) == (2 / 3, 1.0)
-    with pytest.raises(InputError, match="line-aligned"):
-        accuracy(x, y[:2])
-
-
-def test_margin_retrieval_removes_a_hub():
-    # y[0] is close to every source (a hub): cosine retrieves it for x[3]; the ratio margin does not
-    x = unit([[0.96, 0.13, 0.2, 0.15], [0.02, 0.96, 0.24, 0.13], [0.03, 0.18, 0.97, 0.17], [0.17, 0.22, 0.11, 0.95]])
-    y = unit([[0.46, 0.52, 0.53, 0.49], [-0.1, 0.89, 0.29, 0.32], [0.09, 0.18, 0.93, 0.3], [-0.55, 0.13, -0.28, 0.77]])
-    assert list(nearest(x, y, "absolute")[0]) == [0, 1, 2, 0]
-    assert list(nearest(x, y, "ratio", k=2)[0]) == [0, 1, 2, 3]
-
-
 def test_resolve_langs():
     avail = list(DAP36) + ["yue", "epo"]
     assert resolve_langs("dap36", avail) == list(DAP36)
@@ -95,6 +61,25 @@ def test_resolve_langs():
         resolve_langs("dap36", ["deu"])
 
 
+def test_langs_errors_name_their_parameter():
+    for spec, text in ((" , ", "{} is empty"),
+                       ("dap14", "{} dap14: no Tatoeba files for " + ", ".join(DAP14[1:]) + " in the data folder"),
+                       ("xyz", "{}: no Tatoeba files for 'xyz' (a language code found in the data folder, or one of dap36, dap14, all)")):
+        with pytest.raises(InputError) as e:
+            resolve_langs(spec, ["ara"])
+        assert e.value.param == "langs"
+        assert e.value.message_for({"langs": "--langs"}) == text.format("--langs")
+        assert str(e.value) == text.format("langs")
+
+
+def test_find_tatoeba_errors_name_their_parameter(tmp_path):
+    (tmp_path / "f").write_text("x\n")
+    with pytest.raises(InputError) as e:
+        find_tatoeba(tmp_path / "f")
+    assert e.value.param == "data"
+    assert e.value.message_for({"data": "--data"}) == f"{tmp_path / 'f'}: is a file; --data needs the folder holding tatoeba.xxx-eng.xxx files"
+
+
 def test_averages():
     rs = [LangResult(lang, 10, 1.0, 0.5) for lang in DAP14] + [LangResult("epo", 10, 0.0, 0.0)]
     a = averages(rs)
@@ -102,6 +87,37 @@ def test_averages():
     assert a["dap14"]["mean"] == 0.75 and a["dap14"]["languages"] == 14
     assert a["evaluated"]["languages"] == 15 and a["evaluated"]["xx2eng"] == pytest.approx(14 / 15)
     assert set(averages(rs[:14])) == {"dap14"}  # "evaluated" would repeat it
+
+
+class FakeStore:
+    """What evaluate_lang reads of an embedding store: line numbers and embeddings."""
+
+    def __init__(self, lines, vectors):
+        self.lines, self.vectors = lines, np.asarray(vectors, dtype=np.float32)
+
+    def iter_column(self, name):
+        assert name == "line"
+        return iter(self.lines)
+
+    def embeddings(self, rows):
+        return self.vectors[rows]
+
+
+def test_run_tatoeba_reports_one_task_per_run(tmp_path):
+    eye = np.eye(3, dtype=np.float32)
+    stores = {"aaa.x": FakeStore([1, 2, 3], eye), "aaa.e": FakeStore([1, 2, 3], eye),
+              "bbb.x": FakeStore([1, 2, 3], eye), "bbb.e": FakeStore([1, 2, 3], eye[[1, 0, 2]]),
+              "ccc.x": FakeStore([1, 3], eye[[0, 2]]), "ccc.e": FakeStore([1, 2, 3], eye)}  # line 2 blank on the xx side
+    found = {lang: (tmp_path / f"{lang}.x", tmp_path / f"{lang}.e") for lang in ("aaa", "bbb", "ccc")}
+    events, seen = [], []
+    rs = run_tatoeba(found, ["aaa", "bbb", "ccc"], lambda p: stores[p.name], listener=events.append, on_lang=seen.append)
+    assert [(r.lang, r.pairs, r.xx2eng_errors, r.eng2xx_errors) for r in rs] == [("aaa", 3, 0, 0), ("bbb", 3, 2, 2), ("ccc", 2, 0, 0)]
+    assert [(r.xx2eng, r.eng2xx) for r in rs] == [(1.0, 1.0), (pytest.approx(1 / 3), pytest.approx(1 / 3)), (1.0, 1.0)]
+    assert seen == rs
+    assert [(e.kind, e.what, e.n, e.total, e.unit) for e in events] == [
+        ("start", "tatoeba languages", 0, 3, "languages"), *[("advance", "tatoeba languages", 1, None, "sentences")] * 3,
+        ("end", "tatoeba languages", 0, None, "sentences")]
+    assert run_tatoeba(found, ["aaa"], lambda p: stores[p.name])[0].mean == 1.0  # no listener needed
 
 
 @pytest.fixture

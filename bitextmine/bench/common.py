@@ -1,71 +1,20 @@
-"""Shared pieces of the benchmarks: embedding through the cache, run metadata, JSON output."""
+"""Shared pieces of the benchmarks: run metadata (versions, machine, model) and JSON output.
+
+Embedding through the cache is :class:`bitextmine.embed_cache.EmbeddingCache`."""
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any, Callable, ContextManager
+from typing import Any
 
-from bitextmine.corpus import Errors
-from bitextmine.store import EmbeddingStore
-
-Progress = Callable[[int], None]
-#: ``progress_for(path)`` returns a context manager yielding a progress callback (or None).
-ProgressFactory = Callable[[str], ContextManager[Progress | None]]
-
-
-@dataclass
-class CachedEmbedder:
-    """Embeds text files into the embedding cache (or reuses what is there) and opens them.
-
-    The cache key is the file's identity (path, size, mtime) and the model's fingerprint, the same
-    as ``bitextmine mine`` uses, so a benchmark and a mining run share embeddings, and running a
-    benchmark again with other mining parameters never re-encodes.
-
-    ``encoder`` is a :class:`bitextmine.encode.Encoder` (or ``None`` together with a
-    ``fingerprint``, for a cache that must already be complete: tests and dry runs).
-    ``encoded`` lists the files embedded by this object (cache misses), ``seconds`` their time.
-    """
-
-    encoder: Any
-    cache_dir: Path
-    id_column: bool = False
-    errors: Errors = Errors.STRICT
-    progress_for: ProgressFactory | None = None
-    fingerprint: str | None = None
-    encoded: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.fingerprint is None:
-            self.fingerprint = self.encoder.lm.fingerprint
-
-    def __call__(self, path: str | Path, *, id_column: bool | None = None) -> EmbeddingStore:
-        from bitextmine.encode_corpus import EncodeOptions, encode_corpus
-        from bitextmine.mine import open_side
-
-        ids = self.id_column if id_column is None else id_column
-
-        def encode(p: str, folder: Path) -> None:
-            if self.encoder is None:
-                from bitextmine.errors import StoreError
-
-                raise StoreError(f"{p}: not in the embedding cache and no model to embed it")
-            t0 = time.perf_counter()
-            ctx = self.progress_for(p) if self.progress_for else contextlib.nullcontext(None)
-            with ctx as progress:
-                encode_corpus([p], folder, self.encoder, EncodeOptions(id_column=ids, errors=self.errors), progress=progress)
-            self.encoded.append(p)
-            self.seconds += time.perf_counter() - t0
-
-        return open_side(str(path), encode=encode, fingerprint=self.fingerprint, id_column=ids,
-                         errors=self.errors, cache_dir=Path(self.cache_dir))
+from bitextmine.errors import InputError
+from bitextmine.fs import atomic_write_text
 
 
 def versions() -> dict[str, str | None]:
@@ -108,7 +57,7 @@ def model_info(encoder: Any) -> dict[str, Any]:
         "source": lm.source,
         "folder": str(lm.folder),
         "fingerprint": lm.fingerprint,
-        "recipe": asdict(lm.recipe),
+        "recipe": lm.recipe.to_dict(),
         "dim": int(encoder.dim),
         "device": str(encoder.device),
         "dtype": str(encoder.dtype).removeprefix("torch."),
@@ -147,11 +96,6 @@ def write_json(path: str | Path, obj: Any) -> Path:
     """Write ``obj`` as indented JSON, atomically (temporary name, then rename)."""
     path = Path(path)
     if path.is_dir():
-        from bitextmine.errors import InputError
-
-        raise InputError(f"{path}: is a directory; --json needs a file name")
+        raise InputError(f"{path}: is a directory; {{param}} needs a file name", param="json")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(jsonable(obj), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, json.dumps(jsonable(obj), indent=2, ensure_ascii=False) + "\n")

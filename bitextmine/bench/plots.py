@@ -1,15 +1,62 @@
-"""PNG plots of benchmark results (matplotlib, Agg backend: no display needed)."""
+"""PNG plots of benchmark results (matplotlib, Agg backend: no display needed).
+
+A leaf: the benchmarks import this module, never the reverse. What a plot reads of a result is
+spelled out below as a protocol (:class:`SweepCurve`, :class:`Threshold`, :class:`LangAccuracy`),
+which the benchmarks' result types satisfy as they are.
+"""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Protocol
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from bitextmine.bench.bucc import Sweep, ThresholdChoice
-    from bitextmine.bench.tatoeba import LangResult
+from bitextmine import fs
+
+
+class SweepCurve(Protocol):
+    """Precision/recall/F1 down the ranked candidates (:class:`bitextmine.bench.bucc.Sweep`)."""
+
+    @property
+    def score(self) -> np.ndarray: ...  # (n,) descending
+    @property
+    def is_gold(self) -> np.ndarray: ...  # (n,) bool
+    @property
+    def precision(self) -> np.ndarray: ...
+    @property
+    def recall(self) -> np.ndarray: ...
+    @property
+    def f1(self) -> np.ndarray: ...
+    @property
+    def gold(self) -> int: ...  # size of the gold set
+
+
+class Threshold(Protocol):
+    """A threshold and its scores (:class:`bitextmine.bench.bucc.ThresholdChoice`)."""
+
+    @property
+    def threshold(self) -> float: ...
+    @property
+    def precision(self) -> float: ...
+    @property
+    def recall(self) -> float: ...
+    @property
+    def f1(self) -> float: ...
+
+
+class LangAccuracy(Protocol):
+    """One language's accuracies, 0..1 (:class:`bitextmine.bench.tatoeba.LangResult`)."""
+
+    @property
+    def lang(self) -> str: ...
+    @property
+    def xx2eng(self) -> float: ...
+    @property
+    def eng2xx(self) -> float: ...
+    @property
+    def mean(self) -> float: ...
 
 COLORS = {"precision": "#1f77b4", "recall": "#ff7f0e", "f1": "#2ca02c", "gold": "#2ca02c", "other": "#7f7f7f",
           "applied": "#d62728", "best": "#9467bd", "fwd": "#1f77b4", "bwd": "#ff7f0e"}
@@ -27,19 +74,18 @@ def _pyplot():
 def _save(fig, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    tmp.replace(path)
+    with fs.atomic_writer(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=110, bbox_inches="tight")
     return path
 
 
 def plot_bucc_split(
-    sw: Sweep,
+    sw: SweepCurve,
     path: str | Path,
     *,
     applied: float,
     tuned_on: str,
-    best: ThresholdChoice,
+    best: Threshold,
     title: str,
     margin: str = "ratio",
 ) -> Path:
@@ -115,7 +161,7 @@ def plot_bucc_split(
     return out
 
 
-def plot_tatoeba(results: Sequence[LangResult], path: str | Path, *, title: str = "Tatoeba retrieval accuracy",
+def plot_tatoeba(results: Sequence[LangAccuracy], path: str | Path, *, title: str = "Tatoeba retrieval accuracy",
                  averages: dict[str, dict] | None = None) -> Path:
     """Horizontal bars per language, both directions, sorted by their mean; averages as vertical lines."""
     plt = _pyplot()

@@ -15,20 +15,24 @@ Language sets (three-letter Tatoeba codes):
 * ``dap14``: the 14 XNLI languages, the DAP code's ``XNLI_LANGS`` (``data/dataset.py`` of
   github.com/ChillingDream/DAP), its 14-language setting;
 * ``all``: every language found in the data folder.
+
+Retrieval itself (nearest neighbours, margins) lives in :mod:`bitextmine.retrieval`, shared with
+training's dev evaluation; this module finds the files, picks languages and averages.
 """
 from __future__ import annotations
 
-import contextlib
 import re
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, ContextManager, Iterable, Mapping
 
 import numpy as np
 
 from bitextmine.errors import InputError
-from bitextmine.margin import Margin, apply_margin, knn_means
+from bitextmine.events import Listener, task
+from bitextmine.margin import Margin
+from bitextmine.retrieval import nearest
 from bitextmine.store import EmbeddingStore
 
 DAP36 = (
@@ -49,7 +53,7 @@ def find_tatoeba(data: str | Path) -> dict[str, tuple[Path, Path]]:
     if not root.exists():
         raise InputError(f"{data}: no such folder")
     if not root.is_dir():
-        raise InputError(f"{data}: is a file; --data needs the folder holding tatoeba.xxx-eng.xxx files")
+        raise InputError(f"{data}: is a file; {{param}} needs the folder holding tatoeba.xxx-eng.xxx files", param="data")
     sides: dict[str, dict[str, Path]] = {}
     for p in sorted(root.iterdir()):
         m = _FILE_RE.match(p.name)
@@ -62,11 +66,14 @@ def find_tatoeba(data: str | Path) -> dict[str, tuple[Path, Path]]:
 
 
 def resolve_langs(spec: str | Iterable[str] | None, available: Iterable[str]) -> list[str]:
-    """Languages to evaluate: a set name (dap36, dap14, all), a comma list, or both mixed ("dap14,jpn")."""
+    """Languages to evaluate: a set name (dap36, dap14, all), a comma list, or both mixed ("dap14,jpn").
+
+    Errors are about the ``langs`` parameter (``param="langs"``).
+    """
     avail = set(available)
     items = [s.strip().lower() for s in (spec.split(",") if isinstance(spec, str) else (spec or ["dap36"])) if s.strip()]
     if not items:
-        raise InputError("--langs is empty")
+        raise InputError("{param} is empty", param="langs")
     out: list[str] = []
     for it in items:
         it = ALIASES.get(it, it)
@@ -75,51 +82,15 @@ def resolve_langs(spec: str | Iterable[str] | None, available: Iterable[str]) ->
         elif it in LANG_SETS:
             missing = [lang for lang in LANG_SETS[it] if lang not in avail]
             if missing:
-                raise InputError(f"--langs {it}: no Tatoeba files for {', '.join(missing)} in the data folder")
+                raise InputError(f"{{param}} {it}: no Tatoeba files for {', '.join(missing)} in the data folder", param="langs")
             out.extend(LANG_SETS[it])
         elif it in avail:
             out.append(it)
         else:
             known = ", ".join([*LANG_SETS, "all"])
-            raise InputError(f"--langs: no Tatoeba files for {it!r} (a language code found in the data folder, or one of {known})")
+            raise InputError(f"{{param}}: no Tatoeba files for {it!r} (a language code found in the data folder, or one of {known})",
+                             param="langs")
     return list(dict.fromkeys(out))
-
-
-def nearest(x: np.ndarray, y: np.ndarray, margin: Margin | str = Margin.ABSOLUTE, k: int = 4) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest neighbour of each row of ``x`` among ``y`` and vice versa: ``(x→y, y→x)`` indices.
-
-    ``absolute`` is plain cosine (rows are L2-normalised); ``ratio``/``distance`` rescore each
-    row's ``k`` nearest neighbours with the margin against both sides' neighbourhood means, as
-    LASER's xSIM does. Ties go to the smallest index.
-    """
-    m = Margin(margin)
-    x = np.asarray(x, dtype=np.float32)
-    y = np.asarray(y, dtype=np.float32)
-    sims = x @ y.T  # (n, m); Tatoeba files are small
-    if sims.size == 0:
-        raise InputError("no sentences to evaluate")
-    if m is Margin.ABSOLUTE:
-        return sims.argmax(axis=1), sims.argmax(axis=0)  # argmax returns the first (smallest) index on ties
-    kx, ky = min(k, sims.shape[1]), min(k, sims.shape[0])
-    ix = np.argsort(-sims, axis=1, kind="stable")[:, :kx]  # (n, kx) ids into y
-    iy = np.argsort(-sims.T, axis=1, kind="stable")[:, :ky]  # (m, ky) ids into x
-    dx = np.take_along_axis(sims, ix, axis=1)
-    dy = np.take_along_axis(sims.T, iy, axis=1)
-    mx, my = knn_means(dx, ix), knn_means(dy, iy)
-    sx = apply_margin(dx, (mx[:, None] + my[ix]) / 2, m)
-    sy = apply_margin(dy, (my[:, None] + mx[iy]) / 2, m)
-    return np.take_along_axis(ix, sx.argmax(axis=1)[:, None], axis=1)[:, 0], np.take_along_axis(iy, sy.argmax(axis=1)[:, None], axis=1)[:, 0]
-
-
-def accuracy(x: np.ndarray, y: np.ndarray, margin: Margin | str = Margin.ABSOLUTE, k: int = 4) -> tuple[float, float]:
-    """(x→y, y→x) accuracy when row ``i`` of ``x`` is the translation of row ``i`` of ``y``."""
-    if len(x) != len(y):
-        raise InputError(f"the two sides have {len(x)} and {len(y)} sentences; Tatoeba files are line-aligned")
-    if len(x) == 0:
-        raise InputError("no sentences to evaluate")
-    fwd, bwd = nearest(x, y, margin, k)
-    ref = np.arange(len(x))
-    return float((fwd == ref).mean()), float((bwd == ref).mean())
 
 
 @dataclass
@@ -196,17 +167,19 @@ def run_tatoeba(
     opts: TatoebaOptions | None = None,
     *,
     on_lang: Callable[[LangResult], None] | None = None,
-    progress_for: Callable[[str, int], ContextManager] | None = None,
+    listener: Listener | None = None,
 ) -> list[LangResult]:
-    """Evaluate every language of ``langs`` (from :func:`resolve_langs`) found in ``found``."""
+    """Evaluate every language of ``langs`` (from :func:`resolve_langs`) found in ``found``.
+
+    ``listener`` gets one task, "tatoeba languages", advanced by one per language.
+    """
     out = []
-    ctx = progress_for("tatoeba languages", len(langs)) if progress_for else contextlib.nullcontext(None)
-    with ctx as progress:
+    with task(listener, "tatoeba languages", len(langs), unit="languages") as advance:
         for lang in langs:
             r = evaluate_lang(lang, found[lang], embed, opts)
             out.append(r)
             if on_lang:
                 on_lang(r)
-            if progress:
-                progress(1)
+            if advance:
+                advance(1)
     return out
