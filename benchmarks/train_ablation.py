@@ -89,11 +89,12 @@ def main() -> None:
         log = open(runs / f"{name}.log", "a", encoding="utf-8")
         evals: list[dict] = []
 
-        def progress(e: dict, log=log, evals=evals) -> None:
-            if e["event"] in ("log", "eval", "export", "data_ready", "start", "checkpoint"):
-                log.write(json.dumps({k: v for k, v in e.items() if k != "report"}, default=str) + "\n")
+        def progress(ev, log=log, evals=evals) -> None:  # a bitextmine.events.Event
+            e = ev.data
+            if ev.kind in ("log", "eval", "export", "data_ready", "train_start", "checkpoint"):
+                log.write(json.dumps({"event": ev.kind, **{k: v for k, v in e.items() if k != "report"}}, default=str) + "\n")
                 log.flush()
-            if e["event"] == "eval":
+            if ev.kind == "eval":
                 evals.append({"step": e["step"], **{k: v["mean"] for k, v in e["results"].items()}})
 
         t0 = time.perf_counter()
@@ -113,8 +114,8 @@ def main() -> None:
     base_dev = runs / "dev-base.json"
     if not base_dev.is_file():
         from bitextmine.models.loader import load_model
-        from bitextmine.training.data import flores_dev
-        from bitextmine.training.loop import evaluate
+        from bitextmine.training.data.devsets import flores_dev
+        from bitextmine.training.evaluate import evaluate
 
         cfg = load_config(ROOT / args.config, args.set)
         lm = load_model("default")

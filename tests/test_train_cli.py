@@ -10,7 +10,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from bitextmine.cli_train import train_command
+from bitextmine.cli.train import train_command
 
 runner = CliRunner()
 app = typer.Typer()
@@ -142,7 +142,7 @@ def test_exported_model_loads_in_sentence_transformers(setup, tmp_path):
     tmp, cfg = setup
     invoke("--config", cfg, "--out", tmp_path / "run", "--set", "optim.steps=2", "--set", "eval.select_on='none'")
     folder = tmp_path / "run" / "model"
-    from bitextmine.encode import Encoder
+    from bitextmine.encoder import Encoder
     from bitextmine.models.loader import load_model
 
     texts = ["der baum haus stadt", "the tree house city", "le chat"]
@@ -198,7 +198,7 @@ def test_real_model_dap_steps_on_l10n(tmp_path):
     ]) + "\n")
     res = invoke("--config", p, "--out", tmp_path / "run")
     assert "RTL vocabulary" in res.output
-    from bitextmine.encode import Encoder
+    from bitextmine.encoder import Encoder
     from bitextmine.models.loader import load_model
 
     lm = load_model(str(tmp_path / "run" / "model"), device="cpu")

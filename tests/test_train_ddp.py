@@ -18,7 +18,7 @@ from test_train_cli import recipe_file, weights, write_pairs
 
 SCRIPT = """
 import typer
-from bitextmine.cli_train import train_command
+from bitextmine.cli.train import train_command
 app = typer.Typer()
 app.command("train")(train_command)
 @app.callback()

@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from bitextmine.training.config import ConfigError, load_config
-from bitextmine.training.data import (LangData, PreparedData, Ragged, Sampler, filter_reason, find_train_files,
-                                      make_batch, read_tsv, token_layout)
+from bitextmine.errors import ConfigError
+from bitextmine.training.config import load_config
+from bitextmine.training.data.batches import Sampler, make_batch
+from bitextmine.training.data.pairs import filter_reason, find_train_files, read_tsv
+from bitextmine.training.data.tokens import LangData, PreparedData, Ragged, token_layout
 from bitextmine.training.loop import enable_checkpointing
 from bitextmine.training.losses import ranking_loss, rtl_loss_sum, translation_ranking_loss
 from bitextmine.training.model import DualEncoder

@@ -1,14 +1,16 @@
 """DAP training (Li et al., ACL 2023): translation ranking + representation translation learning.
 
 ``bitextmine train --config train/configs/<recipe>.toml`` runs :func:`train`; the modules are
-``config`` (typed recipe), ``data`` (TSV pairs, filters, sampling, dev sets), ``losses`` (TR and
-RTL as tensor functions), ``rtl`` (the head), ``model`` (the dual encoder), ``distributed``
-(torchrun/DDP), ``loop`` (the run, checkpoints, evaluation) and ``export`` (the plain encoder
+``config`` (typed recipe), ``data`` (a package: TSV pairs, filters, tokenised arrays, the cache,
+sampling and batches, dev sets), ``losses`` (TR and RTL as tensor functions), ``rtl`` (the head),
+``model`` (the dual encoder), ``distributed`` (torchrun/DDP), ``loop`` (the run), ``checkpoint``
+(save, resume, best), ``evaluate`` (dev retrieval accuracy) and ``export`` (the plain encoder
 folder). Importing this package does not import torch-heavy modules until they are used.
 """
 from __future__ import annotations
 
-from bitextmine.training.config import ConfigError, TrainConfig, load_config
+from bitextmine.errors import ConfigError
+from bitextmine.training.config import TrainConfig, load_config
 
 __all__ = ["ConfigError", "TrainConfig", "load_config", "train"]
 

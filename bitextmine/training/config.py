@@ -16,11 +16,7 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from bitextmine.errors import BitextmineError
-
-
-class ConfigError(BitextmineError):
-    """A training recipe or override is invalid."""
+from bitextmine.errors import ConfigError
 
 
 @dataclass
@@ -256,10 +252,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
                 raise ConfigError(f"--set {item}: {k} is not a table")
         node[keys[-1]] = value
     return _build(TrainConfig, data, "").validate()
-
-
-def config_from_dict(d: dict) -> TrainConfig:
-    return _build(TrainConfig, d, "").validate()
 
 
 # -------------------------------------------------------------------- writing

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from bitextmine.training.config import ConfigError
+from bitextmine.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -111,3 +111,12 @@ def all_sum(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
     x = x.clone()
     dist.all_reduce(x, op=dist.ReduceOp.SUM)
     return x
+
+
+def broadcast_object(obj, info: DistInfo):
+    """The main process's ``obj`` (picklable, e.g. a temporary folder's path) on every process."""
+    if not info.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

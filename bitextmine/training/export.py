@@ -10,14 +10,14 @@ run (config, step, dev scores).
 from __future__ import annotations
 
 import json
-import os
 import shutil
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
+from bitextmine import fs
 from bitextmine.models.recipe import Recipe, write_recipe
+from bitextmine.fs import fsync_tree, remove_temps, replace_dir
 
 
 def write_sentence_transformers_files(folder: Path, recipe: Recipe, hidden: int) -> None:
@@ -50,15 +50,24 @@ def write_sentence_transformers_files(folder: Path, recipe: Recipe, hidden: int)
 
 def export_encoder(encoder: torch.nn.Module, tokenizer, recipe: Recipe, out: str | Path, info: dict | None = None,
                    config_overrides: dict | None = None) -> Path:
-    """Write ``encoder`` + ``tokenizer`` + ``recipe`` to ``out`` atomically (temporary folder, then rename).
+    """Write ``encoder`` + ``tokenizer`` + ``recipe`` to ``out`` atomically (a unique temporary folder,
+    then renames; a previous ``out`` is ``out.old`` until the new one is in place).
 
     ``config_overrides`` are set on the saved config only (e.g. the dropout rates training switched off).
     """
     out = Path(out)
-    tmp = out.with_name(out.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    remove_temps(out)  # a killed export's folder
+    tmp = fs.temp_dir(out)
+    try:
+        _write_folder(tmp, encoder, tokenizer, recipe, info, config_overrides)
+        fsync_tree(tmp)
+        replace_dir(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already when published
+    return out
+
+
+def _write_folder(tmp: Path, encoder: torch.nn.Module, tokenizer, recipe: Recipe, info: dict | None, config_overrides: dict | None) -> None:
     saved = {}
     for k, v in (config_overrides or {}).items():
         saved[k] = getattr(encoder.config, k)
@@ -72,13 +81,4 @@ def export_encoder(encoder: torch.nn.Module, tokenizer, recipe: Recipe, out: str
     write_recipe(tmp, recipe)
     write_sentence_transformers_files(tmp, recipe, int(encoder.config.hidden_size))
     if info is not None:
-        (tmp / "training_info.json").write_text(json.dumps({"recipe": asdict(recipe), **info}, indent=2, ensure_ascii=False, default=str) + "\n")
-    old = out.with_name(out.name + ".old")
-    if out.exists():
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old.exists():
-        shutil.rmtree(old)
-    return out
+        (tmp / "training_info.json").write_text(json.dumps({"recipe": recipe.to_dict(), **info}, indent=2, ensure_ascii=False, default=str) + "\n")

@@ -5,41 +5,40 @@ set up processes -> load the model -> prepare data -> build the dual encoder (+ 
 for each step: micro-batches forward/backward (TR over the gathered global batch, RTL over tokens),
 clip, step, log; evaluate on dev pairs and keep the best; checkpoint -> export the encoder.
 
-Checkpoints hold the trainable weights, optimizer, scheduler, grad scaler, every process's RNG
-states and the sampler's cursors (the data position), so a run killed at any point and started
-again with the same command continues exactly where its last checkpoint left off and ends with
-the same weights as an uninterrupted run. The library reports through ``progress(event)``; it never
-prints.
+Checkpoints (:mod:`~bitextmine.training.checkpoint`) hold the trainable weights, optimizer,
+scheduler, grad scaler, every process's RNG states and the sampler's cursors (the data position),
+so a run killed at any point and started again with the same command continues exactly where its
+last checkpoint left off and ends with the same weights as an uninterrupted run. Dev evaluation is
+:mod:`~bitextmine.training.evaluate`. The library reports through a :mod:`bitextmine.events`
+listener (main process only; the kinds are listed in :func:`train`); it never prints.
 """
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import random
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
-import numpy as np
 import torch
 
-from bitextmine.encode import Encoder, resolve_precision
-from bitextmine.errors import MismatchError
-from bitextmine.models.loader import LoadedModel, load_model
+from bitextmine import fs
+from bitextmine.encoder import resolve_precision
+from bitextmine.errors import ConfigError, InputError
+from bitextmine.events import Listener, emit
+from bitextmine.models.loader import load_model
 from bitextmine.models.recipe import Recipe
+from bitextmine.training import checkpoint as C
 from bitextmine.training import distributed as D
 from bitextmine.training.config import TrainConfig
-from bitextmine.training.data import DevSet, Sampler, flores_dev, make_batch, prepare_data, split_dev, tatoeba_dev
+from bitextmine.training.data.batches import Sampler, make_batch
+from bitextmine.training.data.prepare import prepare_data
+from bitextmine.training.evaluate import dev_sets, evaluate
 from bitextmine.training.export import export_encoder
 from bitextmine.training.losses import translation_ranking_loss
 from bitextmine.training.model import DualEncoder, disable_dropout
 from bitextmine.training.rtl import RTLHead, load_mlm_head
-
-Progress = Callable[[dict], None]
-CKPT_VERSION = 1
 
 
 def enable_checkpointing(encoder: torch.nn.Module) -> None:
@@ -75,62 +74,6 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
     return max(0.0, (total - step) / max(1, total - warmup))
 
 
-def retrieval_p1(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Precision at 1 of aligned rows, both ways: (x -> y, y -> x), for L2-normalised x, y (n, d)."""
-    sim = x @ y.T
-    gold = np.arange(len(x))
-    return float((sim.argmax(1) == gold).mean()), float((sim.argmax(0) == gold).mean())
-
-
-def evaluate(encoder: torch.nn.Module, tokenizer, recipe: Recipe, sets: list[DevSet], precision: str = "auto") -> dict:
-    """Dev retrieval p@1 per set and language ({set: {"langs": {lang: [xx->en, en->xx]}, "mean": m}})."""
-    was_training = encoder.training
-    encoder.eval()
-    try:
-        lm = LoadedModel(encoder, tokenizer, recipe, "training", "training", Path("."))
-        enc = Encoder(lm, precision=precision)
-        out: dict = {}
-        cache: dict[str, np.ndarray] = {}
-
-        def embed(texts: list[str]) -> np.ndarray:
-            todo = list(dict.fromkeys(t for t in texts if t not in cache))
-            if todo:
-                for t, v in zip(todo, enc.encode(todo)):
-                    cache[t] = v
-            return np.stack([cache[t] for t in texts])
-
-        for s in sets:
-            a, b = retrieval_p1(embed(s.src), embed(s.tgt))
-            entry = out.setdefault(s.name, {"langs": {}})
-            entry["langs"][s.lang] = [a, b]
-        for entry in out.values():
-            entry["mean"] = float(np.mean([v for pair in entry["langs"].values() for v in pair]))
-        return out
-    finally:
-        encoder.train(was_training)
-
-
-def _rng_state() -> dict:
-    st = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
-    if torch.cuda.is_available():
-        st["cuda"] = torch.cuda.get_rng_state_all()
-    return st
-
-
-def _set_rng_state(st: dict) -> None:
-    torch.set_rng_state(st["torch"])
-    random.setstate(st["python"])
-    np.random.set_state(st["numpy"])
-    if "cuda" in st and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(st["cuda"])
-
-
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 class MetricsLog:
     """metrics.jsonl (+ optional TensorBoard), truncated to the resumed step so a resumed log equals an uninterrupted one."""
 
@@ -147,15 +90,11 @@ class MetricsLog:
                         keep.append(line)
                 except ValueError:
                     pass
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(k + "\n" for k in keep), encoding="utf-8")
-        os.replace(tmp, path)
+        fs.atomic_write_text(path, "".join(k + "\n" for k in keep))
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                from bitextmine.training.config import ConfigError
-
                 raise ConfigError("log.tensorboard = true needs the tensorboard package (pip install tensorboard)") from None
             self.tb = SummaryWriter(str(path.parent / "tensorboard"), purge_step=resume_step + 1 if resume_step else None)
 
@@ -180,23 +119,18 @@ class MetricsLog:
 class Trainer:
     """State of one training process. ``run()`` does the work; see the module docstring."""
 
-    def __init__(self, cfg: TrainConfig, info: D.DistInfo, progress: Progress | None) -> None:
+    def __init__(self, cfg: TrainConfig, info: D.DistInfo, progress: Listener | None) -> None:
         self.cfg, self.info = cfg, info
         self._progress = progress
         self.out = Path(cfg.run.output_dir)
         self.ckpt_dir = self.out / "checkpoints"
 
-    def emit(self, event: str, **kw) -> None:
-        if self._progress is not None and self.info.is_main:
-            self._progress({"event": event, **kw})
+    def emit(self, kind: str, /, **data) -> None:
+        """Send ``Event(kind, data=data)`` from the main process only."""
+        if self.info.is_main:
+            emit(self._progress, kind, **data)
 
     # -- setup ---------------------------------------------------------------
-    def load_checkpoint_meta(self) -> dict | None:
-        for name in ("last", "last.old"):
-            p = self.ckpt_dir / name / "state.pt"
-            if p.is_file():
-                return {"dir": p.parent, "state": torch.load(p, map_location="cpu", weights_only=False)}
-        return None
 
     def build(self) -> None:
         cfg, info = self.cfg, self.info
@@ -221,8 +155,6 @@ class Trainer:
         self.rtl_vocab = 0
         if not cfg.tr_only:
             if self.lm.tokenizer.mask_token_id is None:
-                from bitextmine.training.config import ConfigError
-
                 raise ConfigError("the RTL head needs a tokenizer with a mask token; train TR only (objective.rtl_weight = 0)")
             vocab = torch.from_numpy(self.data.english_vocab()) if cfg.objective.rtl_vocab == "english" else None
             head = RTLHead(encoder, cfg.objective.rtl_layers, self.lm.tokenizer.mask_token_id, vocab, load_mlm_head(self.lm.folder))
@@ -253,82 +185,33 @@ class Trainer:
         torch.manual_seed(cfg.run.seed * 1000 + 17 + info.rank)  # dropout differs between processes
         per = o.batch_size // o.grad_accumulation
         if per % info.world:
-            from bitextmine.training.config import ConfigError
-
             raise ConfigError(f"optim.batch_size / grad_accumulation = {per} pairs must divide among {info.world} processes")
         self.micro_global, self.micro_local = per, per // info.world
-        self.dev_sets = self._dev_sets()
+        self.dev_sets = dev_sets(cfg.eval, self.data)
 
-    def _dev_sets(self) -> list[DevSet]:
-        e = self.cfg.eval
-        langs = e.languages or self.data.languages
-        sets: list[DevSet] = []
-        if e.select_on == "flores" or e.flores_dir:
-            sets += flores_dev(e.flores_dir, langs, e.max_pairs) if e.flores_dir else []
-        if e.select_on == "split":
-            sets += split_dev(self.data, [lang for lang in langs if lang in self.data.langs], e.max_pairs)
-        for d in e.report_dirs:
-            sets += tatoeba_dev(d, langs, e.max_pairs)
-        return sets
-
-    # -- checkpoints -----------------------------------------------------------
-    def trainable_state(self) -> dict:
-        return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items() if k not in self.frozen}
-
+    # -- checkpoints (see training.checkpoint) ----------------------------------
     def save_checkpoint(self, step: int, best: dict | None) -> None:
-        info = self.info
-        tmp = self.ckpt_dir / "last.tmp"
-        if info.is_main:
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            tmp.mkdir(parents=True)
-        D.barrier(info)
-        _atomic_save(_rng_state(), tmp / f"rng-rank{info.rank}.pt")
-        D.barrier(info)
-        if info.is_main:
-            state = {
-                "version": CKPT_VERSION, "step": step, "config_fingerprint": self.cfg.fingerprint(),
-                "base_fingerprint": self.lm.fingerprint, "data_fingerprint": self.data.fingerprint, "world": info.world,
-                "model": self.trainable_state(), "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict(), "sampler": self.sampler.state_dict(), "best": best,
+        def state() -> dict:  # key order kept: it is the pickled order in state.pt
+            return {
+                "version": C.CKPT_VERSION, "step": step, "config_fingerprint": self.cfg.fingerprint(),
+                "base_fingerprint": self.lm.fingerprint, "data_fingerprint": self.data.fingerprint, "world": self.info.world,
+                "model": C.trainable_state(self.model, self.frozen), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "sampler": self.sampler.state_dict(),
+                "best": best,
             }
-            _atomic_save(state, tmp / "state.pt")
-            last, old = self.ckpt_dir / "last", self.ckpt_dir / "last.old"
-            if last.exists():
-                if old.exists():
-                    shutil.rmtree(old)
-                os.replace(last, old)
-            os.replace(tmp, last)
-            if old.exists():
-                shutil.rmtree(old)
-        D.barrier(info)
+
+        C.save_last(self.ckpt_dir, self.info, state)
 
     def restore(self, meta: dict) -> tuple[int, dict | None]:
-        st = meta["state"]
-        if st.get("config_fingerprint") != self.cfg.fingerprint():
-            raise MismatchError(f"{self.out} holds a run with a different config; resume with the same recipe and --set values, "
-                                "or pass --overwrite (or another run.output_dir) to start over")
-        if st.get("base_fingerprint") != self.lm.fingerprint:
-            raise MismatchError(f"{self.out}: the base model {self.cfg.model.name} changed since the checkpoint was written")
-        if st.get("world") != self.info.world:
-            raise MismatchError(f"{self.out}: checkpoint written by {st.get('world')} processes, resumed with {self.info.world}")
-        missing, unexpected = self.model.load_state_dict(st["model"], strict=False)
-        if unexpected or set(missing) - self.frozen:
-            raise MismatchError(f"{self.out}: checkpoint does not fit the model (missing {sorted(set(missing) - self.frozen)[:3]}, unexpected {unexpected[:3]})")
-        self.optimizer.load_state_dict(st["optimizer"])
-        self.scheduler.load_state_dict(st["scheduler"])
-        self.scaler.load_state_dict(st["scaler"])
-        self.sampler.load_state_dict(st["sampler"])
-        _set_rng_state(torch.load(meta["dir"] / f"rng-rank{self.info.rank}.pt", map_location="cpu", weights_only=False))
-        return int(st["step"]), st.get("best")
+        C.check_resumable(meta["state"], self.out, config_fingerprint=self.cfg.fingerprint(), base_fingerprint=self.lm.fingerprint,
+                          model_name=self.cfg.model.name, world=self.info.world)
+        parts = {"optimizer": self.optimizer, "scheduler": self.scheduler, "scaler": self.scaler, "sampler": self.sampler}
+        return C.restore(meta, self.out, self.model, self.frozen, parts, self.info.rank)
 
     def save_best(self, step: int, score: float, evals: dict) -> dict:
         best = {"step": step, "score": score, "set": self.cfg.eval.select_on}
         if self.info.is_main:
-            d = self.ckpt_dir / "best"
-            d.mkdir(parents=True, exist_ok=True)
-            _atomic_save(self.trainable_state(), d / "model.pt")
-            (d / "info.json").write_text(json.dumps({**best, "eval": evals}, indent=1))
+            C.save_best(self.ckpt_dir, C.trainable_state(self.model, self.frozen), {**best, "eval": evals})
         return best
 
     # -- one optimizer step ----------------------------------------------------
@@ -379,7 +262,7 @@ class Trainer:
     def run(self, *, stop_after: int | None = None, export_only: bool = False) -> TrainResult:
         cfg, info = self.cfg, self.info
         t0 = time.perf_counter()
-        meta = self.load_checkpoint_meta()
+        meta = C.find_last(self.ckpt_dir)
         self.emit("config", config=cfg.to_dict(), output_dir=str(self.out), world=info.world,
                   resume_step=int(meta["state"]["step"]) if meta else 0)
         self.build()  # model and data first: a run that cannot start leaves no folder behind
@@ -393,8 +276,6 @@ class Trainer:
                   dtype=str(self.dtype).replace("torch.", ""), device=str(info.device),
                   trainable=sum(p.numel() for p in self.model.parameters() if p.requires_grad))
         if export_only and meta is None:
-            from bitextmine.errors import InputError
-
             raise InputError(f"{self.out}: no checkpoint to export yet")
         start, best = (self.restore(meta) if meta else (0, None))
         total = cfg.optim.steps
@@ -404,7 +285,7 @@ class Trainer:
             result.seconds = time.perf_counter() - t0
             return result
         log = MetricsLog(self.out / "metrics.jsonl", start, cfg.log.tensorboard, info.is_main)
-        self.emit("start", step=start, steps=total, micro_batch=self.micro_local, accumulation=cfg.optim.grad_accumulation)
+        self.emit("train_start", step=start, steps=total, micro_batch=self.micro_local, accumulation=cfg.optim.grad_accumulation)
         window = torch.zeros(3, dtype=torch.float64)
         w_steps, w_time = 0, 0.0  # steps and seconds of training (evaluation and checkpoints excluded) since the last log line
         last_eval: dict = {}
@@ -468,8 +349,8 @@ class Trainer:
     def export(self, best: dict | None, step: int) -> Path | None:
         """Write the selected weights (best dev checkpoint, else the last) to <output_dir>/model."""
         chosen = step
-        if best is not None and (self.ckpt_dir / "best" / "model.pt").is_file():
-            state = torch.load(self.ckpt_dir / "best" / "model.pt", map_location="cpu", weights_only=True)
+        state = C.load_best(self.ckpt_dir) if best is not None else None
+        if state is not None:
             self.model.load_state_dict(state, strict=False)
             chosen = best["step"]
         path = None
@@ -487,13 +368,20 @@ class Trainer:
         return path
 
 
-def train(cfg: TrainConfig, *, progress: Progress | None = None, overwrite: bool = False, stop_after: int | None = None,
+def train(cfg: TrainConfig, *, progress: Listener | None = None, overwrite: bool = False, stop_after: int | None = None,
           export_only: bool = False, device: str | None = None) -> TrainResult:
     """Run (or resume) the training described by ``cfg``; see the module docstring.
 
     ``overwrite`` deletes an existing run folder first; ``stop_after`` stops after that many
     optimizer steps as if the process were killed (no extra checkpoint: the next run resumes
     from the last periodic one); ``export_only`` exports the current best/last checkpoint.
+
+    ``progress`` receives :class:`~bitextmine.events.Event` s (kind: data fields): ``config``
+    (config, output_dir, world, resume_step), ``data`` per prepared language (lang and its
+    counts), ``data_ready`` (report, train_pairs, languages, rtl_vocab, dev_sets, dtype, device,
+    trainable), ``start`` (step, steps, micro_batch, accumulation), ``step`` (step, steps, tr,
+    rtl, lr), ``log`` (the metrics.jsonl record), ``eval`` (step, results, best), ``checkpoint``
+    (step) and ``export`` (path, step).
     """
     info = D.setup(device)
     try:

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bitextmine.encode import pool
-from bitextmine.training.data import Batch
+from bitextmine.encoder import pool
+from bitextmine.training.data.batches import Batch
 from bitextmine.training.losses import rtl_loss_sum
 from bitextmine.training.rtl import RTLHead
 

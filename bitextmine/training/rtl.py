@@ -25,14 +25,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bitextmine.training.config import ConfigError
-
-ROBERTA_LIKE = ("xlm-roberta", "roberta", "camembert")
-
-
-def position_offset(config) -> int:
-    """Index of the first position embedding a sentence uses (RoBERTa-family models start after padding)."""
-    return int(config.pad_token_id) + 1 if getattr(config, "model_type", "") in ROBERTA_LIKE else 0
+from bitextmine.errors import ConfigError
+from bitextmine.models.arch import position_offset
 
 
 def encoder_layers(encoder: nn.Module) -> nn.ModuleList:
