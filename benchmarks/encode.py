@@ -6,7 +6,7 @@
     python benchmarks/encode.py gpu [--texts FILE] [--sentences 50000] [--trials 5]   # on a CUDA machine
 
 ``speed``: the packaged default model (multilingual-E5-small) is loaded twice from the same
-converted folder: into bitextmine's :class:`~bitextmine.encode.Encoder` and into a
+converted folder: into bitextmine's :class:`~bitextmine.encoder.Encoder` and into a
 ``SentenceTransformer`` (Transformer + mean Pooling + Normalize, the "query: " prefix applied to
 every text). Every variant embeds the same sentences (Tatoeba, several scripts) with the same
 thread count. Timing runs in short trials: in each, every variant embeds the same chunk of
@@ -180,7 +180,7 @@ def make_variants(args, lm, texts: list[str]) -> tuple[dict, dict]:
     """name -> callable(texts) -> embeddings, and notes per variant (settings, compile time)."""
     import torch
 
-    from bitextmine.encode import Encoder
+    from bitextmine.encoder import Encoder
 
     prefix = lm.recipe.prefix
     out: dict = {}
@@ -248,7 +248,7 @@ def make_variants(args, lm, texts: list[str]) -> tuple[dict, dict]:
 def cmd_speed(args) -> None:
     import torch
 
-    from bitextmine.encode import Encoder
+    from bitextmine.encoder import Encoder
     from bitextmine.models.loader import load_model
 
     torch.set_num_threads(args.threads)
@@ -371,7 +371,7 @@ def cmd_gpu(args) -> None:
     """The same comparison on a CUDA GPU: whole-set passes per variant, interleaved, medians."""
     import torch
 
-    from bitextmine.encode import Encoder
+    from bitextmine.encoder import Encoder
     from bitextmine.models.loader import load_model
 
     if not torch.cuda.is_available():
@@ -475,7 +475,7 @@ def p_at_1(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 def cmd_accuracy(args) -> None:
     import torch
 
-    from bitextmine.encode import Encoder
+    from bitextmine.encoder import Encoder
     from bitextmine.models.loader import LoadedModel, load_model
 
     torch.set_num_threads(args.threads)
@@ -511,8 +511,8 @@ def cmd_accuracy(args) -> None:
 def _memory_child(corpus: str, out: str, model: str, threads: int) -> None:
     import torch
 
-    from bitextmine.encode import Encoder
-    from bitextmine.encode_corpus import encode_corpus
+    from bitextmine.encoder import Encoder
+    from bitextmine.encode_job import encode_corpus
     from bitextmine.models.loader import load_model
 
     torch.set_num_threads(threads)

@@ -157,7 +157,7 @@ def child(method: str, src: str, tgt: str, out: str, threads: int, block_rows: i
     import faiss
 
     faiss.omp_set_num_threads(threads)
-    from bitextmine.mine import MineOptions, mine_stores
+    from bitextmine.mining import MineOptions, mine_stores
     from bitextmine.store import EmbeddingStore
 
     t0 = time.perf_counter()

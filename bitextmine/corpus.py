@@ -12,12 +12,13 @@ import io
 import lzma
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from bitextmine.errors import InputError
+from bitextmine.fs import file_identity
 
 STDIN = "-"
 
@@ -49,8 +50,7 @@ class ReadStats:
     blank: int = 0
     invalid_utf8_replaced: int = 0
     invalid_utf8_skipped: int = 0
-    missing_id: int = 0  # --id-column lines without a tab, skipped (non-strict modes only)
-    per_input: list[int] = field(default_factory=list)
+    missing_id: int = 0  # id_column lines without a tab, skipped (non-strict modes only)
 
 
 def check_input(path: str) -> None:
@@ -68,25 +68,51 @@ def check_input(path: str) -> None:
         raise InputError(f"{path}: file is empty")
 
 
+#: Leading bytes of the compressed formats we read, by name (the one home of this sniffing).
+MAGIC = {"gzip": b"\x1f\x8b", "xz": b"\xfd7zXZ\x00", "bz2": b"BZh", "zstd": b"\x28\xb5\x2f\xfd"}
+
+
+def compression(head: bytes) -> str | None:
+    """The compression of a file starting with ``head`` (at least 6 bytes), or None for plain text."""
+    for name, magic in MAGIC.items():
+        if head.startswith(magic):
+            return name
+    return None
+
+
 def open_binary(path: str) -> BinaryIO:
     """Open ``path`` for binary reading, decompressing .gz, .xz, .bz2 and .zst by file content."""
     if path == STDIN:
         return sys.stdin.buffer
     check_input(path)
-    raw = open(path, "rb")
-    magic = raw.read(6)
-    raw.seek(0)
-    if magic[:2] == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=raw)  # type: ignore[return-value]
-    if magic[:6] == b"\xfd7zXZ\x00":
-        return lzma.LZMAFile(raw)  # type: ignore[return-value]
-    if magic[:3] == b"BZh":
-        return bz2.BZ2File(raw)  # type: ignore[return-value]
-    if magic[:4] == b"\x28\xb5\x2f\xfd":
+    with open(path, "rb") as fh:
+        kind = compression(fh.read(6))
+    # Each opener owns its file handle, so closing the reader closes the file.
+    if kind == "gzip":
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    if kind == "xz":
+        return lzma.open(path, "rb")  # type: ignore[return-value]
+    if kind == "bz2":
+        return bz2.open(path, "rb")  # type: ignore[return-value]
+    if kind == "zstd":
         import zstandard
 
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))  # type: ignore[arg-type]
-    return raw
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True))  # type: ignore[arg-type]
+    return open(path, "rb")
+
+
+def count_lines(paths: list[str]) -> int | None:
+    """Lines in plain (uncompressed) files, for a progress total; None if unknown (stdin, compressed)."""
+    total = 0
+    for p in paths:
+        if p == STDIN:
+            return None
+        with open(p, "rb") as fh:
+            if compression(fh.read(6)) is not None:
+                return None
+            fh.seek(0)
+            total += sum(block.count(b"\n") for block in iter(lambda: fh.read(1 << 24), b""))
+    return total
 
 
 def iter_lines(
@@ -104,7 +130,6 @@ def iter_lines(
     """
     stats = stats if stats is not None else ReadStats()
     for k, path in enumerate(inputs):
-        stats.per_input.append(0)
         with _closing(open_binary(path), path) as fh:
             for lineno, raw in enumerate(fh, start=1):
                 stats.lines += 1
@@ -114,7 +139,7 @@ def iter_lines(
                     if errors is Errors.STRICT:
                         raise InputError(
                             f"{path}:{lineno}: invalid UTF-8 at byte {e.start} "
-                            "(use --errors replace or --errors skip)"
+                            "(use {param} replace or {param} skip)", param="errors"
                         ) from None
                     if errors is Errors.SKIP:
                         stats.invalid_utf8_skipped += 1
@@ -130,14 +155,13 @@ def iter_lines(
                             stats.blank += 1
                             continue
                         if errors is Errors.STRICT:
-                            raise InputError(f"{path}:{lineno}: expected 'id<TAB>sentence' (--id-column), found no tab")
+                            raise InputError(f"{path}:{lineno}: expected 'id<TAB>sentence' ({{param}}), found no tab", param="id_column")
                         stats.missing_id += 1
                         continue
                 if not text.strip():
                     stats.blank += 1
                     continue
                 stats.kept += 1
-                stats.per_input[k] += 1
                 yield Line(k, lineno, text, ident)
 
 
@@ -159,8 +183,7 @@ class _closing:
 
 
 def input_identity(path: str) -> dict:
-    """What identifies an input for resume checks: absolute path, size and mtime (None for stdin)."""
+    """What identifies an input for resume checks: absolute path, size and mtime (only the name for stdin)."""
     if path == STDIN:
         return {"path": STDIN}
-    st = Path(path).stat()
-    return {"path": str(Path(path).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return file_identity(path)

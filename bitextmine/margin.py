@@ -26,21 +26,16 @@ Determinism rules (everything below is exact and reproducible; tests rely on it)
   index for ``backward``, and for ``max`` the pool order (all forward-best pairs by source
   index, then all backward-best pairs by target index), which is also the greedy order.
 
-This module never imports FAISS: :func:`mine_embeddings` imports :mod:`bitextmine.knn`
-only when it is called.
+This module is plain numpy: the search that produces the k-NN lists is :mod:`bitextmine.knn`, and
+the pipeline that joins the two is :mod:`bitextmine.mining`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any
-
 import numpy as np
 
 from .errors import InputError
-
-if TYPE_CHECKING:
-    from .knn import BlockSource
 
 __all__ = [
     "Candidates",
@@ -48,7 +43,8 @@ __all__ = [
     "Strategy",
     "apply_margin",
     "knn_means",
-    "mine_embeddings",
+    "parse_margin",
+    "parse_strategy",
     "score_candidates",
     "select",
 ]
@@ -95,19 +91,21 @@ class Strategy(str, Enum):
         return None
 
 
-def _margin(value: Margin | str) -> Margin:
+def parse_margin(value: Margin | str) -> Margin:
+    """A :class:`Margin` from its name (any case); InputError naming the choices otherwise."""
     try:
         return Margin(value)
     except ValueError:
-        raise InputError(f"unknown margin {value!r}; choose one of: {', '.join(m.value for m in Margin)}") from None
+        raise InputError(f"unknown {{param}} {value!r}; choose one of: {', '.join(m.value for m in Margin)}", param="margin") from None
 
 
-def _strategy(value: Strategy | str) -> Strategy:
+def parse_strategy(value: Strategy | str) -> Strategy:
+    """A :class:`Strategy` from its name (any case, LASER's fwd/bwd too); InputError otherwise."""
     try:
         return Strategy(value)
     except ValueError:
         raise InputError(
-            f"unknown strategy {value!r}; choose one of: {', '.join(s.value for s in Strategy)}"
+            f"unknown {{param}} {value!r}; choose one of: {', '.join(s.value for s in Strategy)}", param="strategy"
         ) from None
 
 
@@ -132,6 +130,10 @@ class Candidates:
         keep = self.score >= threshold
         return Candidates(self.src[keep], self.tgt[keep], self.score[keep])
 
+    def head(self, n: int) -> Candidates:
+        """The ``n`` best pairs (candidates are sorted best first)."""
+        return Candidates(self.src[:n], self.tgt[:n], self.score[:n])
+
     @classmethod
     def empty(cls) -> Candidates:
         return cls(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float64))
@@ -139,7 +141,7 @@ class Candidates:
 
 def apply_margin(a: np.ndarray, b: np.ndarray, margin: Margin | str = Margin.RATIO) -> np.ndarray:
     """Elementwise margin of similarities ``a`` against neighbourhood means ``b`` (broadcast, float64)."""
-    m = _margin(margin)
+    m = parse_margin(margin)
     a = np.asarray(a, dtype=np.float64)
     if m is Margin.ABSOLUTE:
         return a + np.zeros_like(np.asarray(b, dtype=np.float64))  # keep the broadcast shape
@@ -304,8 +306,8 @@ def select(
     ``n_src``/``n_tgt`` are taken from the row counts; ``k`` and ``k'`` may differ and may be 0.
     Returns pairs sorted by score descending (see the module docstring for tie rules).
     """
-    m = _margin(margin)
-    st = _strategy(strategy)
+    m = parse_margin(margin)
+    st = parse_strategy(strategy)
     n_src, n_tgt = np.shape(fwd_sims)[0], np.shape(bwd_sims)[0]
     fwd_sims, fwd_ids = _check_knn(fwd_sims, fwd_ids, "forward", n_tgt)
     bwd_sims, bwd_ids = _check_knn(bwd_sims, bwd_ids, "backward", n_src)
@@ -338,39 +340,3 @@ def select(
     src, tgt, score = src[order], tgt[order], score[order]
     keep = _greedy_one_to_one(src, tgt, n_src, n_tgt)
     return Candidates(src[keep], tgt[keep], score[keep])
-
-
-def mine_embeddings(
-    x: np.ndarray | BlockSource,
-    y: np.ndarray | BlockSource,
-    k: int = 4,
-    margin: Margin | str = Margin.RATIO,
-    strategy: Strategy | str = Strategy.MAX,
-    threshold: float | None = None,
-    **knn_options: Any,
-) -> Candidates:
-    """Mine pairs between two sets of L2-normalised embeddings.
-
-    x: (n_src, dim) source embeddings (array of any float dtype, or a BlockSource).
-    y: (n_tgt, dim) target embeddings.
-    k: neighbourhood size; each search uses ``min(k, rows on the searched side)``.
-    threshold: keep pairs with ``score >= threshold`` (None keeps all).
-    knn_options: passed to :func:`bitextmine.knn.knn` (``index``, ``block_rows``, ``nprobe``, ``use_gpu``...);
-    the default is exact, blocked inner-product search.
-    """
-    from .knn import knn  # FAISS is imported only here
-
-    m = _margin(margin)
-    st = _strategy(strategy)
-    # The absolute margin needs no neighbourhood means: forward/backward then need one search only.
-    skip_bwd = m is Margin.ABSOLUTE and st is Strategy.FORWARD
-    skip_fwd = m is Margin.ABSOLUTE and st is Strategy.BACKWARD
-    fwd = _no_search(len(x)) if skip_fwd else knn(x, y, k, **knn_options)
-    bwd = _no_search(len(y)) if skip_bwd else knn(y, x, k, **knn_options)
-    cands = select(fwd[0], fwd[1], bwd[0], bwd[1], m, st)
-    return cands if threshold is None else cands.above(threshold)
-
-
-def _no_search(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """An (n, 0) neighbour list, standing in for a search whose result is not needed."""
-    return np.empty((n, 0), np.float32), np.empty((n, 0), np.int64)

@@ -14,9 +14,7 @@ or corrupted shards and an interrupted encode resumes at the first missing shard
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -25,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from bitextmine.errors import MismatchError, StoreError
+from bitextmine.fs import atomic_write_json, commit, create_exclusive, file_sha256, fsync_file, temp_name
 
 MANIFEST = "manifest.json"
 FORMAT = "bitextmine-embeddings"
@@ -49,27 +48,8 @@ def schema(dim: int, with_ids: bool, fingerprint: str) -> pa.Schema:
     return pa.schema(fields, metadata={META_KEY: meta.encode()})
 
 
-def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def write_json_atomic(path: Path, obj: dict) -> None:
-    """Write JSON under a temporary name, flush it to disk, then rename over ``path``."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=1, ensure_ascii=False)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 class ShardWriter:
-    """Writes one shard: record batches go to ``shard-N.arrow.tmp``; ``close()`` renames it.
+    """Writes one shard: record batches go to a temporary file; ``close()`` renames it into place.
 
     Use as a context manager; if the block raises, the temporary file is removed and nothing
     named like a finished shard appears.
@@ -77,9 +57,10 @@ class ShardWriter:
 
     def __init__(self, folder: Path, index: int, schema: pa.Schema) -> None:
         self.path = Path(folder) / shard_name(index)
-        self.tmp = self.path.with_name(self.path.name + ".tmp")
+        self.tmp = temp_name(self.path)
         self.schema = schema
         self.rows = 0
+        create_exclusive(self.tmp, "wb").close()  # never writes through a planted file or symlink
         self._sink = pa.OSFile(str(self.tmp), "wb")
         self._writer = pa.ipc.new_file(self._sink, schema)
 
@@ -102,10 +83,9 @@ class ShardWriter:
         """Finish the file, sync it, rename it into place; return its manifest entry."""
         self._writer.close()
         self._sink.close()
-        with open(self.tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
+        fsync_file(self.tmp)
         entry = {"file": self.path.name, "rows": self.rows, "bytes": self.tmp.stat().st_size, "sha256": file_sha256(self.tmp)}
-        os.replace(self.tmp, self.path)
+        commit(self.tmp, self.path)
         return entry
 
     def abort(self) -> None:
@@ -259,3 +239,8 @@ def check_same_model(a: EmbeddingStore, b: EmbeddingStore) -> None:
             f"(model {mb.get('model')}, fingerprint {b.fingerprint}) were made by different models or recipes; "
             "encode both sides with the same --model"
         )
+
+
+def write_manifest(folder: Path, manifest: dict) -> None:
+    """Replace the folder's manifest atomically."""
+    atomic_write_json(Path(folder) / MANIFEST, manifest)

@@ -82,3 +82,26 @@ def need_shared(*parts: str) -> Path:
     if not p.exists():
         pytest.skip(f"real data not found at {p} (the project's ../shared/data folder); skipping")
     return p
+
+
+@pytest.fixture(scope="session")
+def enc(tiny_model):
+    """An fp32 encoder over :func:`tiny_model` (shared by the tests of the pipeline)."""
+    from bitextmine.encoder import Encoder
+    from bitextmine.models.loader import load_model
+
+    return Encoder(load_model(str(tiny_model)), precision="fp32")
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    """A 230-sentence text file with blank lines every 50 sentences: (path, sentences)."""
+    p = tmp_path / "corpus.txt"
+    sents = make_sentences(230, seed=5)
+    lines = []
+    for i, s in enumerate(sents):
+        lines.append(s)
+        if i % 50 == 0:
+            lines.append("")  # blank lines must not shift line numbers
+    p.write_text("\n".join(lines) + "\n")
+    return p, sents

@@ -10,12 +10,12 @@ from hypothesis import strategies as st
 
 from bitextmine import margin as margin_mod
 from bitextmine.errors import InputError
+from bitextmine.mining import mine_embeddings  # the search + margin path, checked here against select
 from bitextmine.margin import (
     Candidates,
     Margin,
     Strategy,
     knn_means,
-    mine_embeddings,
     score_candidates,
     select,
 )

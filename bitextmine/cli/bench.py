@@ -1,55 +1,24 @@
 """``bitextmine bench``: BUCC 2018 mining F1 and Tatoeba retrieval accuracy (a thin layer over
-:mod:`bitextmine.bench`).
-
-This module does not import :mod:`bitextmine.cli` when it is imported (``cli`` imports it to add
-``bench_app``), only when a command runs, so the order of the two imports does not matter.
-"""
+:mod:`bitextmine.bench`)."""
 from __future__ import annotations
 
-import functools
 import math
+from dataclasses import asdict
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from bitextmine.cli.shared import (CacheOpt, DeviceOpt, ErrorsOpt, JsonOpt, KOpt, ModelOpt, NprobeOpt, PlotsOpt, PrecisionOpt,
+                                   ThreadsOpt, encoder_options, err, friendly, out_console, reporting, set_search_threads)
 from bitextmine.corpus import Errors
+from bitextmine.embed_cache import EmbeddingCache
 from bitextmine.margin import Margin, Strategy
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: BUCC 2018 mining F1 and Tatoeba retrieval accuracy.")
-
-ModelOpt = typer.Option("default", "--model", "-m", help="'default' (packaged multilingual-E5-small), a Hugging Face id, or a local model folder.")
-PrecisionOpt = typer.Option("auto", "--precision", help="auto (bf16 where the CPU/GPU supports it), fp32, bf16 or fp16.")
-ErrorsOpt = typer.Option(Errors.STRICT, "--errors", help="Invalid UTF-8 in the data: strict (stop with file:line), replace, or skip.")
-CacheOpt = typer.Option(None, "--cache", help="Embedding cache (default $BITEXTMINE_CACHE or the user cache folder); reruns reuse it.")
-ThreadsOpt = typer.Option(None, "--threads", help="CPU threads.")
-DeviceOpt = typer.Option("auto", "--device", help="Encoder device: auto (a CUDA GPU when present), cpu, cuda or cuda:N.")
-JsonOpt = typer.Option(None, "--json", help="Write every result and what is needed to reproduce it (model fingerprint, versions, parameters) to this file.")
-PlotsOpt = typer.Option(None, "--plots", help="Write PNG plots into this folder.")
-
-
-def friendly(fn: Callable) -> Callable:
-    """:func:`bitextmine.cli.friendly`, looked up when the command runs (see the module docstring)."""
-
-    @functools.wraps(fn)
-    def wrapper(*a, **kw):
-        from bitextmine.cli import friendly as cli_friendly
-
-        return cli_friendly(fn)(*a, **kw)
-
-    return wrapper
-
-
-def _out() -> Console:
-    """Results go to stdout (progress and notes to stderr); wide enough for the tables when redirected."""
-    c = Console(highlight=False)
-    if not c.is_terminal:
-        c = Console(highlight=False, width=140)
-    return c
 
 
 def _pct(v: Optional[float]) -> str:
@@ -60,22 +29,23 @@ def _thr(v: Optional[float]) -> str:
     return "—" if v is None or not math.isfinite(v) else f"{v:.4f}"
 
 
-def _setup(cache: Optional[Path], threads: Optional[int]) -> Path:
-    from bitextmine.mine import default_cache_dir
+def _start(cache: Optional[Path], **scoring) -> tuple[float, Path]:
+    """Check the scoring options (before any work) and resolve the cache: (start time, cache folder)."""
+    from bitextmine.fs import default_cache_dir
+    from bitextmine.mining import MineOptions
 
-    if threads:
-        import faiss
-
-        faiss.omp_set_num_threads(threads)
-    return cache or default_cache_dir()
+    t_start = time.perf_counter()
+    MineOptions(**scoring)
+    return t_start, cache or default_cache_dir()
 
 
-def _embedder(enc, cache_dir: Path, id_column: bool, errors: Errors):
-    from bitextmine.bench.common import CachedEmbedder
-    from bitextmine.cli import Reporter, count_lines
+def _open(model: str, precision: str, threads: Optional[int], device: str, cache_dir: Path, id_column: bool, errors: Errors, listener):
+    """The encoder and the embedding cache a benchmark embeds its files through."""
+    from bitextmine.encode_job import open_encoder
 
-    return CachedEmbedder(enc, cache_dir, id_column=id_column, errors=errors,
-                          progress_for=lambda p: Reporter(f"encoding {p}", count_lines([p])))
+    enc = open_encoder(encoder_options(model, precision, threads=threads, device=device), listener)
+    set_search_threads(threads)
+    return enc, EmbeddingCache(enc, cache_dir, errors, id_column=id_column, listener=listener)
 
 
 def _split_list(value: Optional[str]) -> Optional[list[str]]:
@@ -93,16 +63,16 @@ def bucc_cmd(
     model: str = ModelOpt,
     tune_on: Optional[str] = typer.Option(None, "--tune-on", help="Split to tune the threshold on (default: sample if it has gold, else training)."),
     eval_on: Optional[str] = typer.Option(None, "--eval-on", help="Split(s) to apply it to, comma separated (default: training when tuning on sample and it exists, else the tuning split itself). A split without gold (test) gets a mined-pairs file."),
-    k: int = typer.Option(4, "-k", "--k", help="Neighbours per sentence for the margin."),
+    k: int = KOpt,
     margin: Margin = typer.Option(Margin.RATIO, "--margin", help="ratio (LASER, default), distance, or absolute (cosine)."),
     strategy: Strategy = typer.Option(Strategy.MAX, "--strategy", help="max (LASER's BUCC setting), forward, backward or intersect."),
     index: str = typer.Option("flat", "--index", help="flat (exact, default), auto, or a FAISS factory string."),
-    nprobe: Optional[int] = typer.Option(None, "--nprobe", help="IVF cells visited per query."),
+    nprobe: Optional[int] = NprobeOpt,
     dedup: bool = typer.Option(True, "--dedup/--no-dedup", help="Mine unique sentences (LASER's --unify)."),
     json_out: Optional[Path] = JsonOpt,
     plots: Optional[Path] = PlotsOpt,
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for the mined-pairs files of splits without gold (default: the current folder)."),
-    save_threshold: bool = typer.Option(False, "--save-threshold", help="Store the tuned threshold (mean over pairs) in the model's recipe, so 'mine' uses it by default."),
+    save_threshold: bool = typer.Option(False, "--save-threshold", help="Store the tuned threshold (mean over pairs) in the model's recipe, with the margin and k it was tuned for, so 'mine' with that scoring uses it by default."),
     precision: str = PrecisionOpt,
     errors: Errors = ErrorsOpt,
     cache: Optional[Path] = CacheOpt,
@@ -112,32 +82,25 @@ def bucc_cmd(
     """BUCC 2018: mine each split, tune the margin threshold for the best F1, report P/R/F1."""
     from bitextmine.bench import bucc
     from bitextmine.bench.common import model_info, run_header, write_json
-    from bitextmine.cli import Reporter, _load, err
-    from bitextmine.errors import InputError
+    from bitextmine.threshold import save_threshold as save_model_threshold
 
-    t_start = time.perf_counter()
-    if k < 1:
-        raise InputError("-k must be at least 1")
-    if save_threshold and (margin is not Margin.RATIO or k != 4):
-        raise InputError("--save-threshold stores a threshold for 'mine', whose default scoring is the ratio margin with k=4; "
-                         "run the benchmark with those settings")
-    cache_dir = _setup(cache, threads)
+    t_start, cache_dir = _start(cache, k=k, margin=margin, strategy=strategy)
     found = bucc.find_bucc(data, pairs=_split_list(pairs), cache_dir=cache_dir)
     evals = _split_list(eval_on)
     plan = {p: bucc.choose_splits(p, s, tune_on, evals) for p, s in found.items()}  # bad splits fail before the model loads
-    enc = _load(model, precision, None, threads=threads, device=device)
-    embed = _embedder(enc, cache_dir, True, errors)
-    opts = bucc.BuccOptions(k=k, margin=margin, strategy=strategy, index=index, nprobe=nprobe, dedup=dedup,
-                            tune_on=tune_on, eval_on=evals)
-    console = _out()
-    results = bucc.run_bucc(found, embed, opts, out_dir=out, plots_dir=plots,
-                            progress_for=lambda what, total: Reporter(what, total, unit="queries"),
-                            embedder_seconds=lambda: embed.seconds,
-                            on_pair=lambda r: console.print(_bucc_table(r, enc, opts, found[r.pair])))
+    with reporting() as rep:
+        enc, embed = _open(model, precision, threads, device, cache_dir, True, errors, rep)
+        opts = bucc.BuccOptions(k=k, margin=margin, strategy=strategy, index=index, nprobe=nprobe, dedup=dedup,
+                                tune_on=tune_on, eval_on=evals)
+        console = out_console()
+        results = bucc.run_bucc(found, embed, opts, out_dir=out, plots_dir=plots,
+                                listener=rep,
+                                embedder_seconds=lambda: embed.seconds,
+                                on_pair=lambda r: console.print(_bucc_table(r, enc, opts, found[r.pair])))
     saved = None
     if save_threshold:
         thr = bucc.tuned_threshold(results)
-        path = bucc.save_threshold(enc.lm.folder, enc.lm.recipe, thr)
+        path = save_model_threshold(enc.lm.folder, enc.lm.recipe, thr, margin, k)
         saved = {"threshold": thr, "recipe": str(path), "pairs": [r.pair for r in results]}
         err.print(f"saved threshold {thr:.4f} (tuned on {', '.join(f'{r.pair} {r.tune.split}' for r in results)}) "
                   f"to {path}; 'mine' with this model now keeps pairs scoring at least it unless --threshold is given")
@@ -207,7 +170,7 @@ def tatoeba_cmd(
     langs: str = typer.Option("dap36", "--langs", help="dap36 (XTREME's 36 languages), dap14 (the 14 XNLI languages), all, or a comma list of codes (mixing allowed: dap14,jpn)."),
     model: str = ModelOpt,
     margin: Margin = typer.Option(Margin.ABSOLUTE, "--margin", help="absolute (cosine nearest neighbour, default), or ratio/distance to rescore the k nearest like LASER's xSIM."),
-    k: int = typer.Option(4, "-k", "--k", help="Neighbours for the ratio/distance margins."),
+    k: int = KOpt,
     json_out: Optional[Path] = JsonOpt,
     plots: Optional[Path] = PlotsOpt,
     precision: str = PrecisionOpt,
@@ -219,22 +182,16 @@ def tatoeba_cmd(
     """Tatoeba: accuracy of nearest-neighbour retrieval xx→eng and eng→xx per language, and averages."""
     from bitextmine.bench import tatoeba
     from bitextmine.bench.common import model_info, run_header, write_json
-    from bitextmine.cli import Reporter, _load, err
-    from bitextmine.errors import InputError
 
-    t_start = time.perf_counter()
-    if k < 1:
-        raise InputError("-k must be at least 1")
-    cache_dir = _setup(cache, threads)
+    t_start, cache_dir = _start(cache, k=k, margin=margin)
     found = tatoeba.find_tatoeba(data)
     chosen = tatoeba.resolve_langs(langs, found)
-    enc = _load(model, precision, None, threads=threads, device=device)
-    embed = _embedder(enc, cache_dir, False, errors)
-    opts = tatoeba.TatoebaOptions(margin=margin, k=k)
-    results = tatoeba.run_tatoeba(found, chosen, embed, opts,
-                                  progress_for=lambda what, total: Reporter(what, total, unit="languages"))
+    with reporting() as rep:
+        enc, embed = _open(model, precision, threads, device, cache_dir, False, errors, rep)
+        opts = tatoeba.TatoebaOptions(margin=margin, k=k)
+        results = tatoeba.run_tatoeba(found, chosen, embed, opts, listener=rep)
     avgs = tatoeba.averages(results)
-    console = _out()
+    console = out_console()
     t = Table(title="Tatoeba retrieval accuracy (%)", title_justify="left", caption_justify="left")
     for col in ("lang", "pairs", "xx→eng", "eng→xx", "mean", "time"):
         t.add_column(col, justify="left" if col == "lang" else "right")
@@ -262,14 +219,8 @@ def tatoeba_cmd(
             "params": {"data": str(data), "langs": langs, "languages": chosen, "margin": margin.value, "k": k,
                        "precision": precision, "errors": errors.value, "cache": str(cache_dir)},
             "encoded_now": embed.encoded,
-            "results": [{**_asdict(r), "mean": r.mean} for r in results],
+            "results": [{**asdict(r), "mean": r.mean} for r in results],
             "averages": avgs,
             "seconds": time.perf_counter() - t_start,
         }
         err.print(f"results → {write_json(json_out, doc)}")
-
-
-def _asdict(obj) -> dict:
-    from dataclasses import asdict
-
-    return asdict(obj)

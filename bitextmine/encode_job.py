@@ -15,15 +15,18 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from bitextmine import __version__
-from bitextmine.corpus import Errors, Line, ReadStats, check_input, input_identity, iter_lines
-from bitextmine.encode import Encoder
-from bitextmine.errors import InputError, MismatchError
-from bitextmine.store import FORMAT, FORMAT_VERSION, MANIFEST, ShardWriter, read_manifest, schema, verify_shard, write_json_atomic
+from bitextmine.corpus import Errors, Line, ReadStats, check_input, count_lines, input_identity, iter_lines
+from bitextmine.encoder import Encoder
 
-Progress = Callable[[int], None]
+if TYPE_CHECKING:
+    from bitextmine.encoder import EncoderOptions
+from bitextmine.errors import InputError, MismatchError
+from bitextmine.events import Listener, task
+from bitextmine.fs import is_temp_name
+from bitextmine.store import FORMAT, FORMAT_VERSION, ShardWriter, read_manifest, schema, verify_shard, write_manifest
 
 
 @dataclass
@@ -45,6 +48,7 @@ class EncodeSummary:
     encoded: int  # sentences embedded by this run
     truncated: int
     read: dict = field(default_factory=dict)
+    encoder: Encoder | None = field(default=None, repr=False)  # the encoder that embedded (model, dims, dtype)
 
     @property
     def sentences_per_second(self) -> float:
@@ -58,7 +62,7 @@ def _settings(encoder: Encoder, inputs: list[str], opts: EncodeOptions) -> dict:
         "version": FORMAT_VERSION,
         "fingerprint": lm.fingerprint,
         "model": lm.source,
-        "recipe": asdict(lm.recipe),
+        "recipe": lm.recipe.to_dict(),
         "dim": encoder.dim,
         "dtype": "float16",
         "inputs": [input_identity(p) for p in inputs],
@@ -68,20 +72,24 @@ def _settings(encoder: Encoder, inputs: list[str], opts: EncodeOptions) -> dict:
     }
 
 
+#: The parameters a refused resume points to.
+_RESUME_FLAGS = ("out", "overwrite")
+
+
 def _check_resumable(old: dict, new: dict, out: Path) -> None:
     """Raise MismatchError saying what differs between an existing folder and this run."""
-    hint = f"use another --out folder or --overwrite to discard {out}"
+    hint = f"use another {{out}} folder or {{overwrite}} to discard {out}"
     if old["fingerprint"] != new["fingerprint"]:
-        raise MismatchError(f"{out} holds embeddings of another model ({old['model']}, fingerprint {old['fingerprint']}); {hint}")
+        raise MismatchError(f"{out} holds embeddings of another model ({old['model']}, fingerprint {old['fingerprint']}); {hint}", param=_RESUME_FLAGS)
     for key in ("id_column", "errors", "shard_size", "dim"):
         if old.get(key) != new.get(key):
-            raise MismatchError(f"{out} was encoded with {key}={old.get(key)}, this run has {key}={new.get(key)}; {hint}")
+            raise MismatchError(f"{out} was encoded with {key}={old.get(key)}, this run has {key}={new.get(key)}; {hint}", param=_RESUME_FLAGS)
     if len(old["inputs"]) != len(new["inputs"]):
-        raise MismatchError(f"{out} was encoded from {len(old['inputs'])} inputs, this run has {len(new['inputs'])}; {hint}")
+        raise MismatchError(f"{out} was encoded from {len(old['inputs'])} inputs, this run has {len(new['inputs'])}; {hint}", param=_RESUME_FLAGS)
     for a, b in zip(old["inputs"], new["inputs"]):
         if a != b:
             what = "another file" if a.get("path") != b.get("path") else "the file changed since (size or modification time)"
-            raise MismatchError(f"input {b['path']}: {what} than the one encoded into {out}; {hint}")
+            raise MismatchError(f"input {b['path']}: {what} than the one encoded into {out}; {hint}", param=_RESUME_FLAGS)
 
 
 def feed_lines(h: "hashlib._Hash", lines: list[Line]) -> None:
@@ -120,17 +128,45 @@ def encode_corpus(
     encoder: Encoder,
     opts: EncodeOptions | None = None,
     *,
-    progress: Progress | None = None,
+    listener: Listener | None = None,
+    what: str = "encoding",
 ) -> EncodeSummary:
-    """Embed every sentence of ``inputs`` into the folder ``out`` (see module docstring)."""
-    opts = opts or EncodeOptions()
+    """Embed every sentence of ``inputs`` into the folder ``out`` (see module docstring).
+
+    ``listener`` receives one task (``what``, total = the inputs' line count when cheap to know).
+    """
+    with task(listener, what, count_lines(inputs) if listener else None) as advance:
+        summary = _encode_corpus(inputs, Path(out), encoder, opts or EncodeOptions(), advance)
+    summary.encoder = encoder
+    return summary
+
+
+def open_encoder(opts: EncoderOptions, listener: Listener | None = None) -> Encoder:
+    """Load the encoder ``opts`` describe, reported to ``listener`` as a task of unit "model"."""
+    from bitextmine.encoder import load_encoder
+
+    with task(listener, f"loading model {opts.model}", unit="model"):
+        return load_encoder(opts)
+
+
+def encode_files(inputs: list[str], out: str | Path, encoder: Encoder | EncoderOptions, opts: EncodeOptions | None = None, *,
+                 listener: Listener | None = None) -> EncodeSummary:
+    """What ``bitextmine encode corpus`` does: check the inputs, load the model, embed into ``out``."""
+    if not inputs:
+        raise InputError("no input given")
+    for p in inputs:  # fail on a bad path before spending time loading the model
+        check_input(p)
+    enc = encoder if isinstance(encoder, Encoder) else open_encoder(encoder, listener)
+    return encode_corpus(inputs, out, enc, opts, listener=listener)
+
+
+def _encode_corpus(inputs: list[str], out: Path, encoder: Encoder, opts: EncodeOptions, progress) -> EncodeSummary:
     if not inputs:
         raise InputError("no input given")
     if opts.shard_size < 1 or opts.chunk_size < 1:
-        raise InputError("--shard-size must be at least 1")
+        raise InputError("{param} must be at least 1", param="shard_size")
     for p in inputs:
         check_input(p)
-    out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder")
     new = _settings(encoder, inputs, opts)
@@ -139,7 +175,7 @@ def encode_corpus(
         shutil.rmtree(out)
         old = None
     elif old is None and out.is_dir() and any(out.iterdir()) and not opts.overwrite:
-        raise InputError(f"{out}: folder exists, is not empty and holds no embeddings; choose another --out")
+        raise InputError(f"{out}: folder exists, is not empty and holds no embeddings; choose another {{param}}", param="out")
     out.mkdir(parents=True, exist_ok=True)
     done: list[dict] = []
     if old is not None:
@@ -147,8 +183,9 @@ def encode_corpus(
         done = old["shards"]
         for entry in done:
             verify_shard(out, entry)
-    for stale in out.glob("*.tmp"):
-        stale.unlink()
+    for stale in out.iterdir():  # shards in progress when an earlier run stopped
+        if is_temp_name(stale.name) and stale.is_file():
+            stale.unlink(missing_ok=True)
 
     t0 = time.perf_counter()
     stats = ReadStats()
@@ -156,7 +193,7 @@ def encode_corpus(
     for i, entry in enumerate(done):
         got = _take(lines, entry["rows"])
         if len(got) != entry["rows"] or lines_hash(got) != entry["input_sha256"]:
-            raise MismatchError(f"the input lines behind {out / entry['file']} changed since it was written; use another --out or --overwrite")
+            raise MismatchError(f"the input lines behind {out / entry['file']} changed since it was written; use another {{out}} or {{overwrite}}", param=_RESUME_FLAGS)
         if progress:
             progress(len(got))
     resumed = len(done)
@@ -164,7 +201,7 @@ def encode_corpus(
     encoded = 0
     truncated0 = encoder.stats.truncated
     shards = list(done)
-    write_json_atomic(out / MANIFEST, {**new, "bitextmine": __version__, "complete": False, "shards": shards})
+    write_manifest(out, {**new, "bitextmine": __version__, "complete": False, "shards": shards})
     w: ShardWriter | None = None
     h = hashlib.sha256()
     try:
@@ -181,17 +218,17 @@ def encode_corpus(
             if w.rows == opts.shard_size:
                 shards.append(_finish(w, h))
                 w = None
-                write_json_atomic(out / MANIFEST, {**new, "bitextmine": __version__, "complete": False, "shards": shards})
+                write_manifest(out, {**new, "bitextmine": __version__, "complete": False, "shards": shards})
         if w is not None:  # the last, partly filled shard
             shards.append(_finish(w, h))
             w = None
-            write_json_atomic(out / MANIFEST, {**new, "bitextmine": __version__, "complete": False, "shards": shards})
+            write_manifest(out, {**new, "bitextmine": __version__, "complete": False, "shards": shards})
     finally:
         if w is not None:  # interrupted or failed: the shard in progress is discarded, finished ones are kept
             w.abort()
     total = sum(s["rows"] for s in shards)
     if total == 0:
         raise InputError(f"{', '.join(inputs)}: no sentences (only blank or skipped lines)")
-    read = {k: v for k, v in asdict(stats).items() if k != "per_input"}
-    write_json_atomic(out / MANIFEST, {**new, "bitextmine": __version__, "complete": True, "shards": shards, "count": total, "read": read})
+    read = asdict(stats)
+    write_manifest(out, {**new, "bitextmine": __version__, "complete": True, "shards": shards, "count": total, "read": read})
     return EncodeSummary(str(out), total, len(shards), resumed, time.perf_counter() - t0, encoded, encoder.stats.truncated - truncated0, read)

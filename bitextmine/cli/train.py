@@ -1,43 +1,27 @@
 """``bitextmine train``: DAP training from a config recipe (a thin layer over :mod:`bitextmine.training`).
 
-Wired into the main app with ``app.command("train")(train_command)``. Like ``cli_bench`` this
-module imports :mod:`bitextmine.cli` only when the command runs, so either may be imported first.
 Under torchrun every process runs this command; only rank 0 reports (the library emits events on
 rank 0 only).
 """
 from __future__ import annotations
 
-import functools
+import os
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-
-def friendly(fn: Callable) -> Callable:
-    """:func:`bitextmine.cli.friendly`, looked up when the command runs."""
-
-    @functools.wraps(fn)
-    def wrapper(*a, **kw):
-        from bitextmine.cli import friendly as cli_friendly
-
-        return cli_friendly(fn)(*a, **kw)
-
-    return wrapper
-
-
-def _err() -> Console:
-    from bitextmine.cli import err
-
-    return err
+from bitextmine.cli.shared import err, friendly
+from bitextmine.events import Event
 
 
 class TrainReporter:
-    """Turns the library's events into a rich progress bar (terminal) or log lines every ``every`` s."""
+    """Turns training's events (:mod:`bitextmine.events`) into a rich progress bar (terminal) or log
+    lines every ``every`` s."""
 
     def __init__(self, console: Console, every: float = 30.0) -> None:
         self.c, self.every = console, every
@@ -47,8 +31,8 @@ class TrainReporter:
         self.start_step = 0
         self.loss = ""
 
-    def __call__(self, e: dict) -> None:
-        kind = e["event"]
+    def __call__(self, ev: Event) -> None:
+        kind, e = ev.kind, ev.data
         c = self.c
         if kind == "config":
             from bitextmine.training.config import dumps_toml
@@ -60,7 +44,7 @@ class TrainReporter:
             c.print(f"prepared {e['lang']}: {e.get('train', 0):,} train, {e.get('dev', 0):,} dev of {e.get('read', 0):,} read", style="dim")
         elif kind == "data_ready":
             self._data_table(e)
-        elif kind == "start":
+        elif kind == "train_start":
             self.start_step = e["step"]
             self.t0 = self.last = time.perf_counter()
             if c.is_terminal:
@@ -143,15 +127,12 @@ def _run(config, set_, out, overwrite, export_only, print_config, stop_after, de
     if print_config:
         typer.echo(cfg.to_toml())
         return
-    err = _err()
     rep = TrainReporter(err)
     try:
         res = train(cfg, progress=rep, overwrite=overwrite, stop_after=stop_after, export_only=export_only,
                     device=None if device == "auto" else device)
     finally:
         rep._stop()
-    import os
-
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
         return
     t = Table(title=escape(f"trained → {res.output_dir}"), show_header=False)

@@ -1,0 +1,58 @@
+"""``bitextmine mine``: parse options, one call to :func:`bitextmine.mining.mine_files`, render."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from bitextmine.cli.shared import CacheOpt, ErrorsOpt, IdColumnOpt, KOpt, ModelOpt, NprobeOpt, PrecisionOpt, encoder_options, err, friendly, reporting
+from bitextmine.corpus import Errors
+from bitextmine.margin import Margin, Strategy
+from bitextmine.output import Format
+
+
+@friendly
+def mine_cmd(
+    src: str = typer.Argument(..., help="Source side: a text file or an embedding folder from 'encode corpus'."),
+    tgt: str = typer.Argument(..., help="Target side: a text file or an embedding folder."),
+    out: str = typer.Option(..., "--out", "-o", help="Output file ('-' for stdout)."),
+    model: str = ModelOpt,
+    k: int = KOpt,
+    margin: Margin = typer.Option(Margin.RATIO, "--margin", help="ratio (LASER default), distance, or absolute (cosine)."),
+    strategy: Strategy = typer.Option(Strategy.MAX, "--strategy", help="max, forward, backward or intersect."),
+    index: str = typer.Option("auto", "--index", help="flat (exact), auto (by size), or a FAISS factory string such as IVF4096,PQ64."),
+    nprobe: Optional[int] = NprobeOpt,
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Keep pairs with margin >= this (default: the model's tuned threshold, when tuned for the same --margin and -k; else all)."),
+    top: Optional[int] = typer.Option(None, "--top", help="Keep only the N best pairs."),
+    dedup: bool = typer.Option(False, "--dedup", help="Mine unique sentences only (exact duplicates removed)."),
+    fmt: Format = typer.Option(Format.TSV, "--format", help="tsv (score<TAB>src<TAB>tgt) or jsonl."),
+    with_lines: bool = typer.Option(False, "--with-lines", help="Add source and target line numbers."),
+    with_ids: bool = typer.Option(False, "--with-ids", help="Add source and target ids (inputs read with --id-column)."),
+    id_column: bool = IdColumnOpt,
+    errors: Errors = ErrorsOpt,
+    precision: str = PrecisionOpt,
+    cache: Optional[Path] = CacheOpt,
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads."),
+    device: str = typer.Option("auto", "--device", help="auto (GPUs when present: encoder on CUDA, search with faiss-gpu if installed), cpu, cuda or cuda:N."),
+) -> None:
+    """Mine translation pairs between SRC and TGT with margin scoring over FAISS k-NN, both ways."""
+    from bitextmine.mining import MineOptions, mine_files
+    from bitextmine.output import PairsOutput
+
+    opts = MineOptions(k=k, margin=margin, strategy=strategy, index=index, nprobe=nprobe, threshold=threshold, top=top, dedup=dedup)
+    output = PairsOutput(out, fmt, with_lines=with_lines, with_ids=with_ids)
+    with reporting() as rep:
+        res = mine_files(src, tgt, opts, encoder=encoder_options(model, precision, threads=threads, device=device),
+                         output=output, id_column=id_column, errors=errors, cache_dir=cache, listener=rep)
+    thr = res.threshold
+    t = Table(title=escape(f"mined → {out}"), show_header=False)
+    t.add_row("pairs", f"{res.written:,}")
+    t.add_row("sentences", f"{res.src_count:,} × {res.tgt_count:,}" + (" (unique)" if dedup else ""))
+    shown = "none" if thr.value is None else f"{thr.value:g}" + (" (model default)" if thr.from_model else "")
+    t.add_row("threshold", shown + (escape(f"; {thr.note}") if thr.note else ""))
+    t.add_row("scoring", f"{margin.value} margin, k={k}, {strategy.value}, index {index}")
+    t.add_row("time", f"{res.seconds:.1f} s")
+    err.print(t)

@@ -1,0 +1,94 @@
+"""The one embedding cache: text files embedded once per model, reused by ``mine`` and ``bench``.
+
+A text file's embeddings live in ``<cache>/embeddings/<key>``, an ordinary embedding folder, where
+the key hashes the file's identity (path, size, mtime), the model's fingerprint and the reading
+options. Mining the same files again with other settings, or running a benchmark again, never
+re-encodes; an interrupted encoding resumes. An embedding folder given directly is used as is.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bitextmine.corpus import Errors, check_input, input_identity
+from bitextmine.errors import InputError, StoreError
+from bitextmine.events import Listener
+from bitextmine.fs import default_cache_dir
+from bitextmine.store import MANIFEST, EmbeddingStore, read_manifest
+
+if TYPE_CHECKING:
+    from bitextmine.encoder import Encoder
+
+
+def is_embedding_folder(path: str | Path) -> bool:
+    return Path(path).is_dir() and (Path(path) / MANIFEST).is_file()
+
+
+def cache_folder(path: str, fingerprint: str, id_column: bool, errors: Errors, cache_dir: Path) -> Path:
+    """Where the embeddings of text file ``path`` by the model ``fingerprint`` are cached."""
+    key = json.dumps([input_identity(path), fingerprint, id_column, errors.value], sort_keys=True)
+    return cache_dir / "embeddings" / hashlib.sha256(key.encode()).hexdigest()[:20]
+
+
+def _complete(folder: Path) -> bool:
+    try:
+        return bool((read_manifest(folder) or {}).get("complete"))
+    except StoreError:
+        return False
+
+
+@dataclass
+class EmbeddingCache:
+    """Opens mining sides: embedding folders as they are, text files through the cache.
+
+    ``encoder`` embeds cache misses (``None`` with a ``fingerprint`` gives a cache that must already
+    hold what is asked: dry runs and tests). ``encoded`` lists the files embedded by this object,
+    ``seconds`` their time; ``listener`` receives one task per file embedded.
+    """
+
+    encoder: Encoder | None = None
+    cache_dir: Path | None = None  # None: $BITEXTMINE_CACHE or the user cache folder
+    errors: Errors = Errors.STRICT  # invalid UTF-8 in text files
+    id_column: bool = False  # text files are "id<TAB>sentence" unless open() says otherwise
+    listener: Listener | None = None
+    fingerprint: str | None = None
+    encoded: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.cache_dir = Path(self.cache_dir) if self.cache_dir is not None else default_cache_dir()
+        if self.fingerprint is None and self.encoder is not None:
+            self.fingerprint = self.encoder.lm.fingerprint
+
+    def open(self, path: str | Path, *, id_column: bool | None = None) -> EmbeddingStore:
+        """The embeddings of ``path`` (an embedding folder, or a text file embedded on first use)."""
+        path = str(path)
+        id_column = self.id_column if id_column is None else id_column
+        if is_embedding_folder(path):
+            return EmbeddingStore(path)
+        if Path(path).is_dir():
+            raise InputError(f"{path}: is a directory without {MANIFEST}; expected a text file or an embedding folder")
+        check_input(path)
+        if self.fingerprint is None:
+            raise StoreError(f"{path}: a text file needs a model to embed it")
+        folder = cache_folder(path, self.fingerprint, id_column, self.errors, Path(self.cache_dir))
+        if not (is_embedding_folder(folder) and _complete(folder)):
+            self._encode(path, folder, id_column)
+        return EmbeddingStore(folder)
+
+    __call__ = open
+
+    def _encode(self, path: str, folder: Path, id_column: bool) -> None:
+        from bitextmine.encode_job import EncodeOptions, encode_corpus
+
+        if self.encoder is None:
+            raise StoreError(f"{path}: not in the embedding cache and no model to embed it")
+        t0 = time.perf_counter()
+        encode_corpus([path], folder, self.encoder, EncodeOptions(id_column=id_column, errors=self.errors),
+                      listener=self.listener, what=f"encoding {path}")
+        self.encoded.append(path)
+        self.seconds += time.perf_counter() - t0

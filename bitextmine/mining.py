@@ -1,0 +1,225 @@
+"""The mining pipeline: two sides to scored sentence pairs, in one call at each level.
+
+* :func:`mine_files` — text files or embedding folders (text files are embedded through the
+  :class:`~bitextmine.embed_cache.EmbeddingCache`), the model's saved threshold resolved, the pairs
+  optionally written; this is exactly what ``bitextmine mine`` does.
+* :func:`mine_stores` — two embedding folders already open.
+* :func:`mine_embeddings` — two in-memory arrays (or any ``BlockSource``).
+
+All three share one path: k-NN both ways (:mod:`bitextmine.knn`, one IVF training for the two
+directions), margin scores and selection (:mod:`bitextmine.margin`), then threshold and top-N.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+import numpy as np
+
+from bitextmine.corpus import Errors, check_input
+from bitextmine.embed_cache import EmbeddingCache, is_embedding_folder
+from bitextmine.errors import InputError
+from bitextmine.events import Advance, Listener, task
+from bitextmine.margin import Candidates, Margin, Strategy, parse_margin, parse_strategy, select
+from bitextmine.output import PairsOutput, check_output, write_pairs
+from bitextmine.store import EmbeddingStore, check_same_model
+from bitextmine.threshold import ThresholdChoice, resolve_threshold, saved_threshold
+
+if TYPE_CHECKING:
+    from bitextmine.encoder import Encoder, EncoderOptions
+    from bitextmine.knn import BlockSource
+
+
+@dataclass
+class MineOptions:
+    k: int = 4  # neighbours per sentence for the margin's denominators
+    margin: Margin = Margin.RATIO
+    strategy: Strategy = Strategy.MAX
+    index: str = "auto"  # "flat" (exact), "auto" (by size) or a FAISS index factory string
+    nprobe: int | None = None  # IVF cells visited per query (None: the index's default)
+    threshold: float | None = None  # keep pairs scoring at least this margin (mine_files: None = the model's saved one)
+    top: int | None = None  # keep only the N best pairs
+    dedup: bool = False  # mine unique sentences only (exact text match; stores only)
+    block_rows: int = 65536  # rows per search block (bounds memory)
+    use_gpu: bool | None = None  # None: FAISS GPUs when present
+
+    def __post_init__(self) -> None:
+        self.margin = parse_margin(self.margin)
+        self.strategy = parse_strategy(self.strategy)
+        if self.k < 1:
+            raise InputError("{param} must be at least 1", param="k")
+        if self.threshold is not None and math.isnan(self.threshold):
+            raise InputError("{param} must be a number, not NaN", param="threshold")
+        if self.top is not None and self.top < 0:
+            raise InputError("{param} must be 0 or more", param="top")
+
+
+@dataclass
+class MineResult:
+    pairs: Candidates  # rows are store (or array) row indices, best first
+    src_count: int  # sentences considered on each side (after de-duplication)
+    tgt_count: int
+    seconds: float  # search, scoring and selection
+    index: str  # the index option used
+    threshold: ThresholdChoice | None = None  # mine_files: which threshold applied, and why
+    src: EmbeddingStore | None = None  # mine_files: the two sides, to read texts back
+    tgt: EmbeddingStore | None = None
+    written: int | None = None  # mine_files with an output: pairs written
+
+
+class SubsetBlocks:
+    """The rows ``rows`` of a store as a BlockSource (used after de-duplication)."""
+
+    def __init__(self, store: EmbeddingStore, rows: np.ndarray) -> None:
+        self.store, self.rows = store, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def dim(self) -> int:
+        return self.store.dim
+
+    def iter_blocks(self, rows: int) -> Iterator[np.ndarray]:
+        for s in range(0, len(self.rows), rows):
+            yield self.store.embeddings(self.rows[s : s + rows])
+
+
+def unique_rows(store: EmbeddingStore) -> np.ndarray:
+    """Row index of the first occurrence of each distinct sentence text."""
+    seen: set[bytes] = set()
+    keep = []
+    for row, text in enumerate(store.iter_column("text")):
+        h = hashlib.blake2b(text.encode(), digest_size=12).digest()
+        if h not in seen:
+            seen.add(h)
+            keep.append(row)
+    return np.asarray(keep, dtype=np.int64)
+
+
+def _no_search(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """An (n, 0) neighbour list, standing in for a search whose result is not needed."""
+    return np.empty((n, 0), np.float32), np.empty((n, 0), np.int64)
+
+
+def _search_and_select(xs: Any, ys: Any, opts: MineOptions, advance: Advance | None) -> Candidates:
+    """The one k-NN + margin + threshold path: both directions searched (one IVF training for the
+    two), candidates scored and selected, then cut at the threshold and to the top N."""
+    from bitextmine.knn import knn, knn_pair  # FAISS is imported only when mining
+
+    kw: dict[str, Any] = dict(index=opts.index, block_rows=opts.block_rows, nprobe=opts.nprobe, use_gpu=opts.use_gpu, progress=advance)
+    m, st = opts.margin, opts.strategy
+    # The absolute margin needs no neighbourhood means: forward/backward then need one search only.
+    if m is Margin.ABSOLUTE and st is Strategy.FORWARD:
+        fwd, bwd = knn(xs, ys, opts.k, **kw), _no_search(len(ys))
+    elif m is Margin.ABSOLUTE and st is Strategy.BACKWARD:
+        fwd, bwd = _no_search(len(xs)), knn(ys, xs, opts.k, **kw)
+    else:
+        fwd, bwd = knn_pair(xs, ys, opts.k, **kw)
+    cand = select(fwd[0], fwd[1], bwd[0], bwd[1], margin=m, strategy=st)
+    if opts.threshold is not None:
+        cand = cand.above(opts.threshold)
+    return cand if opts.top is None else cand.head(opts.top)
+
+
+def mine_embeddings(x: np.ndarray | BlockSource, y: np.ndarray | BlockSource, opts: MineOptions | None = None, **options: Any) -> Candidates:
+    """Mine pairs between two sets of L2-normalised embeddings.
+
+    x: (n_src, dim) source embeddings (array of any float dtype, or a BlockSource).
+    y: (n_tgt, dim) target embeddings.
+    ``opts`` or keyword options (the fields of :class:`MineOptions`: ``k``, ``margin``, ``strategy``,
+    ``threshold``, ``top``, ``index``, ``nprobe``...). Each search uses ``min(k, rows searched)``.
+    Returns the pairs, best first, with row indices into ``x`` and ``y``.
+    """
+    opts = replace(opts, **options) if opts is not None else MineOptions(**options)
+    if opts.dedup:
+        raise InputError("{param} needs sentence texts: use mine_stores or mine_files", param="dedup")
+    return _search_and_select(x, y, opts, None)
+
+
+def mine_stores(src: EmbeddingStore, tgt: EmbeddingStore, opts: MineOptions | None = None, *,
+                listener: Listener | None = None) -> MineResult:
+    """Margin-mine ``src`` against ``tgt``; both must come from the same model and recipe."""
+    opts = opts or MineOptions()
+    check_same_model(src, tgt)
+    t0 = time.perf_counter()
+    xs: EmbeddingStore | SubsetBlocks = src
+    ys: EmbeddingStore | SubsetBlocks = tgt
+    src_rows = tgt_rows = None
+    if opts.dedup:
+        src_rows, tgt_rows = unique_rows(src), unique_rows(tgt)
+        xs, ys = SubsetBlocks(src, src_rows), SubsetBlocks(tgt, tgt_rows)
+    with task(listener, "searching", len(src) + len(tgt), unit="queries") as advance:
+        cand = _search_and_select(xs, ys, opts, advance)
+    if src_rows is not None:
+        cand = Candidates(src_rows[cand.src], tgt_rows[cand.tgt], cand.score)
+    return MineResult(cand, len(xs), len(ys), time.perf_counter() - t0, opts.index, src=src, tgt=tgt)
+
+
+def mine_files(
+    src: str | Path,
+    tgt: str | Path,
+    opts: MineOptions | None = None,
+    *,
+    encoder: Encoder | EncoderOptions | None = None,
+    output: PairsOutput | None = None,
+    id_column: bool = False,
+    errors: Errors = Errors.STRICT,
+    cache_dir: str | Path | None = None,
+    listener: Listener | None = None,
+) -> MineResult:
+    """Mine SRC against TGT, each a text file or an embedding folder: what ``bitextmine mine`` does.
+
+    Text files are embedded with ``encoder`` (an :class:`~bitextmine.encoder.Encoder`, or
+    :class:`~bitextmine.encoder.EncoderOptions` to load one; the default model if None) through the
+    embedding cache. ``opts.threshold`` None means the model's saved threshold when it was tuned for
+    the same margin and k (see :func:`bitextmine.threshold.resolve_threshold`). With ``output`` the
+    pairs are written (atomically); the output location is checked before any work.
+    """
+    from bitextmine.encoder import Encoder, EncoderOptions
+    from bitextmine.encode_job import open_encoder
+
+    opts = opts or MineOptions()
+    src, tgt = str(src), str(tgt)
+    enc_opts = encoder if isinstance(encoder, EncoderOptions) else None
+    if enc_opts is not None:
+        opts = _apply_device(opts, enc_opts)
+    if output is not None:
+        check_output(output, inputs=[src, tgt])
+    texts = [p for p in (src, tgt) if not is_embedding_folder(p)]
+    for p in texts:  # a bad path fails before the model loads (folders without a manifest: see cache.open)
+        if not Path(p).is_dir():
+            check_input(p)
+    enc = None
+    if texts:
+        enc = encoder if isinstance(encoder, Encoder) else open_encoder(enc_opts or EncoderOptions(), listener)
+    cache = EmbeddingCache(enc, cache_dir, errors, listener=listener)
+    sides = [cache.open(p, id_column=id_column) for p in (src, tgt)]
+    if output is not None:
+        check_output(output, stores=sides)
+    recipe = enc.lm.recipe if enc is not None else sides[0].manifest.get("recipe")
+    choice = resolve_threshold(opts.threshold, saved_threshold(recipe), opts.margin, opts.k)
+    res = mine_stores(sides[0], sides[1], replace(opts, threshold=choice.value), listener=listener)
+    res.threshold = choice
+    if output is not None:
+        res.written = write_pairs(output, res.pairs, sides[0], sides[1])
+    return res
+
+
+def _apply_device(opts: MineOptions, enc_opts: EncoderOptions) -> MineOptions:
+    """The encoder's device and threads also decide the search: ``cpu`` keeps FAISS on the CPU."""
+    if enc_opts.device != "auto":
+        from bitextmine.models.loader import resolve_device
+
+        resolve_device(enc_opts.device)  # unknown names fail here, also when both sides are folders
+        if opts.use_gpu is None:
+            opts = replace(opts, use_gpu=enc_opts.device != "cpu")
+    if enc_opts.threads:
+        import faiss
+
+        faiss.omp_set_num_threads(enc_opts.threads)
+    return opts

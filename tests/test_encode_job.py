@@ -1,0 +1,81 @@
+"""The resumable encode job and the Arrow store it writes."""
+import json
+
+import numpy as np
+import pytest
+from conftest import make_sentences
+
+from bitextmine.encode_job import EncodeOptions, encode_corpus
+from bitextmine.encoder import Encoder
+from bitextmine.errors import InputError, MismatchError, StoreError
+from bitextmine.models.loader import load_model
+from bitextmine.store import EmbeddingStore
+
+
+def test_interrupted_encode_resumes_identically(enc, corpus, tmp_path, monkeypatch):
+    p, _ = corpus
+    opts = EncodeOptions(shard_size=60, chunk_size=16)
+    encode_corpus([str(p)], tmp_path / "full", enc, opts)
+
+    calls = {"n": 0}
+    real = enc.encode_ids
+
+    def crash_on_10th(ids):
+        calls["n"] += 1
+        if calls["n"] == 10:  # in the middle of the third shard
+            raise KeyboardInterrupt
+        return real(ids)
+
+    monkeypatch.setattr(enc, "encode_ids", crash_on_10th)
+    with pytest.raises(KeyboardInterrupt):
+        encode_corpus([str(p)], tmp_path / "part", enc, opts)
+    m = json.loads((tmp_path / "part" / "manifest.json").read_text())
+    assert not m["complete"] and len(m["shards"]) == 2
+    assert not [p for p in (tmp_path / "part").iterdir() if ".tmp" in p.name]  # the shard in progress was discarded
+    with pytest.raises(StoreError, match="incomplete"):
+        EmbeddingStore(tmp_path / "part")
+    monkeypatch.setattr(enc, "encode_ids", real)
+    s = encode_corpus([str(p)], tmp_path / "part", enc, opts)
+    assert s.resumed_shards == 2 and s.encoded == 230 - 120
+    for f in sorted((tmp_path / "full").glob("shard-*.arrow")):
+        assert f.read_bytes() == (tmp_path / "part" / f.name).read_bytes()
+    a = json.loads((tmp_path / "full" / "manifest.json").read_text())
+    b = json.loads((tmp_path / "part" / "manifest.json").read_text())
+    assert a["shards"] == b["shards"] and a["count"] == b["count"]
+
+
+def test_rerun_refuses_changed_input_or_model(enc, tiny_model_b, corpus, tmp_path):
+    p, sents = corpus
+    out = tmp_path / "emb"
+    encode_corpus([str(p)], out, enc, EncodeOptions(shard_size=100))
+    p.write_text("\n".join(reversed(sents)) + "\n")
+    with pytest.raises(MismatchError, match="changed"):
+        encode_corpus([str(p)], out, enc, EncodeOptions(shard_size=100))
+    other = Encoder(load_model(str(tiny_model_b)), precision="fp32")
+    with pytest.raises(MismatchError, match="another model"):
+        encode_corpus([str(p)], out, other, EncodeOptions(shard_size=100))
+    with pytest.raises(MismatchError, match="shard_size"):
+        encode_corpus([str(p)], out, enc, EncodeOptions(shard_size=50))
+    s = encode_corpus([str(p)], out, enc, EncodeOptions(shard_size=100, overwrite=True))
+    assert EmbeddingStore(out).column("text", np.array([0]))[0] == sents[-1] and s.resumed_shards == 0
+
+
+
+
+def test_only_blank_lines(enc, tmp_path):
+    p = tmp_path / "blank.txt"
+    p.write_text("\n \n\n")
+    with pytest.raises(InputError, match="no sentences"):
+        encode_corpus([str(p)], tmp_path / "emb", enc)
+
+
+def test_memory_stays_bounded_by_chunk(enc, tmp_path, monkeypatch):
+    """The job never asks the encoder for more than one chunk, whatever the corpus size."""
+    p = tmp_path / "big.txt"
+    p.write_text("\n".join(make_sentences(500, seed=9)) + "\n")
+    sizes = []
+    real = enc.encode_ids
+    monkeypatch.setattr(enc, "encode_ids", lambda ids: sizes.append(len(ids)) or real(ids))
+    encode_corpus([str(p)], tmp_path / "emb", enc, EncodeOptions(shard_size=1000, chunk_size=64))
+    assert max(sizes) == 64 and sum(sizes) == 500
+
