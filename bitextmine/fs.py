@@ -173,3 +173,71 @@ def file_identity(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     st = p.stat()
     return {"path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+class OutputLock:
+    """``with OutputLock(target): ...`` — one writer at a time for an output (file or folder).
+
+    The lock is a sibling file ``.NAME.lock`` created with ``O_EXCL`` holding the owner's PID and
+    host. A second writer gets a one-line InputError naming the PID; a lock whose process is gone
+    (same host, PID not alive) is stale and taken over. The lock is removed on exit.
+    """
+
+    def __init__(self, target: str | Path) -> None:
+        self.target = Path(target)
+        self.path = self.target.with_name(f".{self.target.name}.lock")
+        self._held = False
+
+    def acquire(self) -> "OutputLock":
+        import socket
+
+        from bitextmine.errors import InputError
+
+        me = {"pid": os.getpid(), "host": socket.gethostname()}
+        for _ in range(2):
+            try:
+                fd = os.open(str(self.path), os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+            except FileExistsError:
+                owner = self._owner()
+                if owner is not None and owner.get("host") == me["host"] and not _pid_alive(int(owner.get("pid", -1))):
+                    with contextlib.suppress(OSError):
+                        self.path.unlink()  # stale: its process is gone
+                    continue
+                who = f"PID {owner.get('pid')} on {owner.get('host')}" if owner else "another process"
+                raise InputError(f"{self.target} is in use by {who}; wait for it to finish, or remove {self.path} "
+                                 "if that process is gone") from None
+            with os.fdopen(fd, "w") as fh:
+                json.dump(me, fh)
+            self._held = True
+            return self
+        raise InputError(f"{self.target}: cannot take the lock {self.path}")
+
+    def _owner(self) -> dict | None:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def release(self) -> None:
+        if self._held:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            self._held = False
+
+    def __enter__(self) -> "OutputLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, owned by someone else
+    return True

@@ -73,3 +73,20 @@ def test_file_identity_changes_with_content(tmp_path: Path) -> None:
     a = fs.file_identity(p)
     p.write_text("ab")
     assert fs.file_identity(p) != a and a["path"] == str(p.resolve())
+
+
+def test_output_lock_excludes_a_second_writer_and_recovers_stale_locks(tmp_path: Path) -> None:
+    from bitextmine.errors import InputError
+
+    target = tmp_path / "pairs.tsv"
+    with fs.OutputLock(target) as lock:
+        assert lock.path.exists()
+        with pytest.raises(InputError, match=f"in use by PID {os.getpid()}"):
+            fs.OutputLock(target).acquire()
+    assert not lock.path.exists()
+    import socket
+
+    lock.path.write_text('{"pid": 999999999, "host": "%s"}' % socket.gethostname())  # a crashed writer's lock
+    with fs.OutputLock(target):
+        pass
+    assert not lock.path.exists()
