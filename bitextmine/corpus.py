@@ -12,6 +12,7 @@ import io
 import lzma
 import os
 import sys
+import zlib
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -77,11 +78,17 @@ def compression(head: bytes) -> str | None:
     for name, magic in MAGIC.items():
         if head.startswith(magic):
             return name
+    if len(head) >= 4 and 0x50 <= head[0] <= 0x5F and head[1:4] == b"\x2a\x4d\x18":
+        return "zstd"  # a zstd skippable frame first (pzstd writes one before every frame)
     return None
 
 
 def open_binary(path: str) -> BinaryIO:
-    """Open ``path`` for binary reading, decompressing .gz, .xz, .bz2 and .zst by file content."""
+    """Open ``path`` for binary reading, decompressing .gz, .xz, .bz2 and .zst by file content.
+
+    A compressed stream that ends early (a cut-off download) or fails its checksum raises
+    InputError naming the file while it is read, never a silently shorter input.
+    """
     if path == STDIN:
         return sys.stdin.buffer
     check_input(path)
@@ -89,16 +96,113 @@ def open_binary(path: str) -> BinaryIO:
         kind = compression(fh.read(6))
     # Each opener owns its file handle, so closing the reader closes the file.
     if kind == "gzip":
-        return gzip.open(path, "rb")  # type: ignore[return-value]
-    if kind == "xz":
-        return lzma.open(path, "rb")  # type: ignore[return-value]
-    if kind == "bz2":
-        return bz2.open(path, "rb")  # type: ignore[return-value]
-    if kind == "zstd":
+        inner: BinaryIO = gzip.open(path, "rb")  # type: ignore[assignment]
+    elif kind == "xz":
+        inner = lzma.open(path, "rb")  # type: ignore[assignment]
+    elif kind == "bz2":
+        inner = bz2.open(path, "rb")  # type: ignore[assignment]
+    elif kind == "zstd":
+        inner = _ZstdReader(open(path, "rb"))  # type: ignore[assignment]
+    else:
+        return open(path, "rb")
+    return io.BufferedReader(_Checked(inner, path, kind), buffer_size=1 << 16)  # type: ignore[return-value]
+
+
+class _Checked(io.RawIOBase):
+    """A raw stream over a decompressing reader that turns its failures into InputError naming the file."""
+
+    def __init__(self, inner: BinaryIO, path: str, kind: str) -> None:
+        self._inner, self._path, self._kind = inner, path, kind
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:  # type: ignore[override]
+        try:
+            data = self._inner.read(len(b))
+        except InputError:
+            raise
+        except EOFError:
+            raise InputError(f"{self._path}: the {self._kind} stream ends early (a truncated file or a cut-off download?)") from None
+        except (OSError, zlib.error, lzma.LZMAError) as e:
+            raise self._error(e) from None
+        except Exception as e:
+            if type(e).__name__ != "ZstdError":
+                raise
+            raise self._error(e) from None
+        b[: len(data)] = data
+        return len(data)
+
+    def _error(self, e: BaseException) -> InputError:
+        return InputError(f"{self._path}: corrupt {self._kind} data ({_first_line(e)})")
+
+    def close(self) -> None:
+        if not self.closed:
+            self._inner.close()
+        super().close()
+
+
+def _check_rest(fh: BinaryIO) -> None:
+    """Read a compressed stream to its end, so that a checksum failure (InputError) surfaces now.
+
+    A corrupt gzip or bz2 stream yields garbage until its checksum, at the end of the member or
+    block, fails; invalid UTF-8 met on the way is then reported as the corruption it is.
+    """
+    if isinstance(getattr(fh, "raw", None), _Checked):
+        while fh.read(1 << 20):
+            pass
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0][:200]
+
+
+class _ZstdReader:
+    """Streamed zstd decompression that notices a stream cut inside a frame.
+
+    zstandard's stream readers return a short stream without complaint when the input ends
+    mid-frame; here every frame must reach its end (the frame's checksum, when it has one, is
+    verified by the decompressor). Input is fed in small pieces, so one call's output stays bounded
+    (at most ~32,000 times its input, for the most compressible data possible).
+    """
+
+    PIECE = 1 << 12
+
+    def __init__(self, raw: BinaryIO) -> None:
         import zstandard
 
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True))  # type: ignore[arg-type]
-    return open(path, "rb")
+        self._raw, self._zstd = raw, zstandard
+        self._d = zstandard.ZstdDecompressor().decompressobj()
+        self._fed = False  # the current frame has received input
+        self._buf = b""
+        self._pos = 0
+        self._done = False
+
+    def read(self, n: int = -1) -> bytes:
+        while self._pos >= len(self._buf) and not self._done:
+            self._buf, self._pos = self._more(), 0
+        data = self._buf[self._pos : self._pos + n] if n >= 0 else self._buf[self._pos :]
+        self._pos += len(data)
+        return data
+
+    def _more(self) -> bytes:
+        piece = self._raw.read(self.PIECE)
+        if not piece:
+            self._done = True
+            if self._fed and not self._d.eof:
+                raise EOFError("zstd frame incomplete")
+            return b""
+        out = []
+        while piece:
+            if self._d.eof:  # a frame ended: what follows starts the next one
+                self._d, self._fed = self._zstd.ZstdDecompressor().decompressobj(), False
+            self._fed = True
+            out.append(self._d.decompress(piece))
+            piece = self._d.unused_data if self._d.eof else b""
+        return b"".join(out)
+
+    def close(self) -> None:
+        self._raw.close()
 
 
 def count_lines(paths: list[str]) -> int | None:
@@ -137,6 +241,7 @@ def iter_lines(
                     text = raw.decode("utf-8")
                 except UnicodeDecodeError as e:
                     if errors is Errors.STRICT:
+                        _check_rest(fh)  # garbage from a corrupt stream is reported as corruption, not as bad text
                         raise InputError(
                             f"{path}:{lineno}: invalid UTF-8 at byte {e.start} "
                             "(use {param} replace or {param} skip)", param="errors"
@@ -166,7 +271,7 @@ def iter_lines(
 
 
 class _closing:
-    """Close a file at the end unless it is stdin; turn OS and decompression errors into InputError."""
+    """Close a file at the end unless it is stdin; turn OS errors into InputError."""
 
     def __init__(self, fh: BinaryIO, path: str) -> None:
         self.fh, self.path = fh, path
@@ -177,8 +282,8 @@ class _closing:
     def __exit__(self, typ, exc, tb) -> bool:
         if self.path != STDIN:
             self.fh.close()
-        if exc is not None and (isinstance(exc, (OSError, EOFError, lzma.LZMAError)) or type(exc).__name__ == "ZstdError") and not isinstance(exc, InputError):
-            raise InputError(f"{self.path}: cannot read: {exc}") from None
+        if isinstance(exc, (OSError, EOFError)) and not isinstance(exc, InputError):
+            raise InputError(f"{self.path}: cannot read ({_first_line(exc)})") from None
         return False
 
 

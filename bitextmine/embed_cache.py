@@ -1,9 +1,11 @@
 """The one embedding cache: text files embedded once per model, reused by ``mine`` and ``bench``.
 
 A text file's embeddings live in ``<cache>/embeddings/<key>``, an ordinary embedding folder, where
-the key hashes the file's identity (path, size, mtime), the model's fingerprint and the reading
-options. Mining the same files again with other settings, or running a benchmark again, never
-re-encodes; an interrupted encoding resumes. An embedding folder given directly is used as is.
+the key hashes the file's content (SHA-256 of every byte, about 2.6 s per GB on one core: nothing
+next to embedding a GB of text, and an edit that keeps size and modification time still misses),
+the model's fingerprint and the reading options. Mining the same files again with other
+settings, or running a benchmark again, never re-encodes; an interrupted encoding resumes; a
+copied or moved file hits the same entry. An embedding folder given directly is used as is.
 """
 from __future__ import annotations
 
@@ -14,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bitextmine.corpus import Errors, check_input, input_identity
-from bitextmine.errors import InputError, StoreError
-from bitextmine.events import Listener
-from bitextmine.fs import default_cache_dir
+from bitextmine.corpus import Errors, check_input
+from bitextmine.errors import InputError, LockedError, StoreError
+from bitextmine.events import Listener, task
+from bitextmine.fs import OutputLock, default_cache_dir, file_sha256
 from bitextmine.store import MANIFEST, EmbeddingStore, read_manifest
 
 if TYPE_CHECKING:
@@ -29,8 +31,12 @@ def is_embedding_folder(path: str | Path) -> bool:
 
 
 def cache_folder(path: str, fingerprint: str, id_column: bool, errors: Errors, cache_dir: Path) -> Path:
-    """Where the embeddings of text file ``path`` by the model ``fingerprint`` are cached."""
-    key = json.dumps([input_identity(path), fingerprint, id_column, errors.value], sort_keys=True)
+    """Where the embeddings of text file ``path`` (by its content) by the model ``fingerprint`` are cached."""
+    try:
+        content = {"size": Path(path).stat().st_size, "sha256": file_sha256(path)}
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
+    key = json.dumps([content, fingerprint, id_column, errors.value], sort_keys=True)
     return cache_dir / "embeddings" / hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
@@ -88,7 +94,37 @@ class EmbeddingCache:
         if self.encoder is None:
             raise StoreError(f"{path}: not in the embedding cache and no model to embed it")
         t0 = time.perf_counter()
-        encode_corpus([path], folder, self.encoder, EncodeOptions(id_column=id_column, errors=self.errors),
-                      listener=self.listener, what=f"encoding {path}")
+        while True:
+            self._wait_for_other_writer(path, folder)
+            if _complete(folder):  # another process embedded it meanwhile
+                return
+            try:
+                encode_corpus([path], folder, self.encoder, EncodeOptions(id_column=id_column, errors=self.errors),
+                              listener=self.listener, what=f"encoding {path}")
+                break
+            except LockedError:
+                pass  # lost the race for the lock to another process: wait for it again
         self.encoded.append(path)
         self.seconds += time.perf_counter() - t0
+
+    def _wait_for_other_writer(self, path: str, folder: Path, poll: float = 1.0) -> None:
+        """Wait while another process holds the cache folder's lock (it is embedding the same file)."""
+        lock = OutputLock(folder.resolve())
+        try:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            lock.acquire()
+        except OSError as e:
+            raise InputError(f"{folder.parent}: cannot write to the embedding cache ({e.strerror or e}); choose another "
+                             "{param}", param="cache") from None
+        except InputError:
+            with task(self.listener, f"waiting for another process embedding {path}", unit="s") as advance:
+                while True:
+                    time.sleep(poll)
+                    if advance:
+                        advance(1)
+                    try:
+                        lock.acquire()
+                        break
+                    except InputError:
+                        continue
+        lock.release()

@@ -2,15 +2,21 @@
 
 The job reads the inputs in chunks, embeds each chunk and appends it to the current shard;
 memory is bounded by one chunk whatever the corpus size. After each finished shard the
-manifest is rewritten, so a crash or Ctrl-C loses at most the shard in progress. A rerun with
-the same settings re-reads the input, checks that the lines behind every finished shard are
-unchanged (by a hash of their text recorded in the manifest), and encodes from the first
-missing shard; a rerun with another model, other settings or changed input refuses.
+manifest is rewritten, so a crash or Ctrl-C loses at most the shard in progress. One run at a
+time writes a folder (a lock file beside it names the running process).
+
+A rerun resumes by content: it re-reads the input and keeps every finished shard whose input
+lines hash as recorded in the manifest, whatever the files' modification times; a rerun with
+other ``errors`` handling keeps the shards before the first line it reads differently. Where the
+lines differ (the input was edited) the shards from the first difference on are re-encoded and
+the summary says so. A rerun with another model, recipe, ``shard_size`` or ``id_column``, or
+whose inputs are other files than those encoded, refuses, naming the difference and the fix.
 """
 from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,10 +29,11 @@ from bitextmine.encoder import Encoder
 
 if TYPE_CHECKING:
     from bitextmine.encoder import EncoderOptions
-from bitextmine.errors import InputError, MismatchError
+from bitextmine.errors import InputError, MismatchError, StoreError
 from bitextmine.events import Listener, task
-from bitextmine.fs import is_temp_name
-from bitextmine.store import FORMAT, FORMAT_VERSION, ShardWriter, read_manifest, schema, verify_shard, write_manifest
+from bitextmine.fs import OutputLock, is_temp_name
+from bitextmine.store import (FORMAT, FORMAT_VERSION, MANIFEST, SHARD_NAME, ShardWriter, read_manifest, schema, verify_shard,
+                              write_manifest)
 
 
 @dataclass
@@ -49,6 +56,8 @@ class EncodeSummary:
     truncated: int
     read: dict = field(default_factory=dict)
     encoder: Encoder | None = field(default=None, repr=False)  # the encoder that embedded (model, dims, dtype)
+    reencoded_from: int | None = None  # first shard of an earlier run encoded again (its input changed), else None
+    reencode_reason: str = ""  # why, e.g. "its input lines changed"
 
     @property
     def sentences_per_second(self) -> float:
@@ -77,19 +86,30 @@ _RESUME_FLAGS = ("out", "overwrite")
 
 
 def _check_resumable(old: dict, new: dict, out: Path) -> None:
-    """Raise MismatchError saying what differs between an existing folder and this run."""
-    hint = f"use another {{out}} folder or {{overwrite}} to discard {out}"
+    """Raise MismatchError if an existing folder's embeddings or shard layout differ from this run's."""
+    hint = f"or use another {{out}} folder, or {{overwrite}} to discard {out}"
     if old["fingerprint"] != new["fingerprint"]:
-        raise MismatchError(f"{out} holds embeddings of another model ({old['model']}, fingerprint {old['fingerprint']}); {hint}", param=_RESUME_FLAGS)
-    for key in ("id_column", "errors", "shard_size", "dim"):
+        raise MismatchError(
+            f"{out} holds embeddings of another model or recipe ({old.get('model')}, fingerprint {old['fingerprint']}; this run: "
+            f"{new['model']}, fingerprint {new['fingerprint']}); rerun with {{model}} {old.get('model')} and the same recipe options "
+            f"to resume, {hint}", param=("model",) + _RESUME_FLAGS)
+    for key in ("dim", "shard_size", "id_column"):
         if old.get(key) != new.get(key):
-            raise MismatchError(f"{out} was encoded with {key}={old.get(key)}, this run has {key}={new.get(key)}; {hint}", param=_RESUME_FLAGS)
-    if len(old["inputs"]) != len(new["inputs"]):
-        raise MismatchError(f"{out} was encoded from {len(old['inputs'])} inputs, this run has {len(new['inputs'])}; {hint}", param=_RESUME_FLAGS)
-    for a, b in zip(old["inputs"], new["inputs"]):
-        if a != b:
-            what = "another file" if a.get("path") != b.get("path") else "the file changed since (size or modification time)"
-            raise MismatchError(f"input {b['path']}: {what} than the one encoded into {out}; {hint}", param=_RESUME_FLAGS)
+            fix = {"dim": "rerun with the model that wrote it to resume",
+                   "shard_size": f"rerun with {{shard_size}} {old.get(key)} to resume",
+                   "id_column": f"rerun {'with' if old.get(key) else 'without'} {{id_column}} to resume"}[key]
+            raise MismatchError(f"{out} was encoded with {key}={json.dumps(old.get(key))}, this run has {key}={json.dumps(new.get(key))}; "
+                                f"{fix}, {hint}", param=_RESUME_FLAGS + ((key,) if key != "dim" else ()))
+
+
+def _check_same_files(old: dict, new: dict, out: Path, entry: dict, why: str) -> None:
+    """Raise MismatchError if shards would be re-encoded because the inputs are other files, not edited ones."""
+    for a, b in zip(old.get("inputs", []), new["inputs"]):
+        if a.get("path") != b["path"]:
+            raise MismatchError(
+                f"{out} was encoded from {a.get('path')}, this run reads {b['path']}, and {entry['file']} no longer matches "
+                f"({why}); rerun with the original inputs to resume, or use another {{out}} folder, or {{overwrite}} to "
+                f"re-encode {out}", param=_RESUME_FLAGS)
 
 
 def feed_lines(h: "hashlib._Hash", lines: list[Line]) -> None:
@@ -106,6 +126,38 @@ def lines_hash(lines: list[Line]) -> str:
 
 def _take(it: Iterator[Line], n: int) -> list[Line]:
     return list(itertools.islice(it, n))
+
+
+def _kept_prefix(out: Path, shards: list[dict], lines: Iterator[Line], shard_size: int, progress) -> tuple[int, str, list[Line]]:
+    """How many finished shards still match the input, read from ``lines``.
+
+    Returns (kept, why the next one does not match or "", the lines read past the kept shards).
+    """
+    for i, entry in enumerate(shards):
+        got = _take(lines, entry["rows"])
+        try:
+            verify_shard(out, entry)
+        except StoreError as e:
+            return i, f"the shard file is damaged: {str(e).removeprefix(str(out / entry['file']) + ': ')}", got
+        if len(got) != entry["rows"] or lines_hash(got) != entry.get("input_sha256"):
+            return i, "its input lines changed", got
+        if entry["rows"] < shard_size and (more := _take(lines, 1)):  # a partly filled shard must be the last
+            return i, "the input has more lines than when it was written", got + more
+        if progress:
+            progress(len(got))
+    return len(shards), "", []
+
+
+def _only_ours(out: Path) -> bool:
+    """Whether ``out`` holds nothing but what an encode writes (manifest, shards, temporary files)."""
+    return all(f.name == MANIFEST or SHARD_NAME.fullmatch(f.name) or is_temp_name(f.name) for f in out.iterdir())
+
+
+def _remove_shards(out: Path, keep: int) -> None:
+    """Delete shard files from index ``keep`` on and leftover temporary files (the folder is locked)."""
+    for f in out.iterdir():
+        if (SHARD_NAME.fullmatch(f.name) and int(f.name[6:11]) >= keep) or (is_temp_name(f.name) and f.is_file()):
+            f.unlink(missing_ok=True)
 
 
 def _chunks(lines: Iterator[Line], chunk_size: int, shard_size: int) -> Iterator[list[Line]]:
@@ -168,40 +220,67 @@ def _encode_corpus(inputs: list[str], out: Path, encoder: Encoder, opts: EncodeO
     for p in inputs:
         check_input(p)
     if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: exists and is not a folder")
-    new = _settings(encoder, inputs, opts)
-    old = read_manifest(out) if out.is_dir() else None
-    if old is not None and opts.overwrite:
-        shutil.rmtree(out)
-        old = None
-    elif old is None and out.is_dir() and any(out.iterdir()) and not opts.overwrite:
+        raise InputError(f"{out}: exists and is not a folder; choose another {{param}}", param="out")
+    lock = OutputLock(out.resolve())
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)  # the lock file lives beside the folder
+        lock.acquire()
+    except OSError as e:
+        raise InputError(f"{out}: cannot create the folder or its lock file {lock.path.name} beside it ({e.strerror or e}); "
+                         "choose another {param}", param="out") from None
+    try:
+        created = not out.exists()
+        try:
+            return _encode_locked(inputs, out, encoder, opts, progress)
+        except BaseException:
+            # a folder this run created and that holds no finished shard is no use to a rerun
+            if created and out.is_dir() and not any(SHARD_NAME.fullmatch(f.name) for f in out.iterdir()):
+                shutil.rmtree(out, ignore_errors=True)
+            raise
+    finally:
+        lock.release()
+
+
+def _previous(out: Path, overwrite: bool) -> dict | None:
+    """The manifest of an earlier run in ``out`` (None if there is none or it is to be discarded)."""
+    if not out.is_dir():
+        return None
+    try:
+        old = read_manifest(out)
+    except StoreError as e:
+        if not overwrite:
+            raise StoreError(f"{e}; use {{overwrite}} to encode into {out} again, or another {{out}} folder", param=("overwrite", "out")) from None
+        if _only_ours(out):
+            return None
+        raise StoreError(f"{e}; {out} also holds other files, so it is not discarded: choose another {{param}}", param="out") from None
+    if old is None and any(out.iterdir()) and not overwrite:
         raise InputError(f"{out}: folder exists, is not empty and holds no embeddings; choose another {{param}}", param="out")
-    out.mkdir(parents=True, exist_ok=True)
-    done: list[dict] = []
+    return None if overwrite else old
+
+
+def _encode_locked(inputs: list[str], out: Path, encoder: Encoder, opts: EncodeOptions, progress) -> EncodeSummary:
+    new = _settings(encoder, inputs, opts)
+    old = _previous(out, opts.overwrite)
     if old is not None:
         _check_resumable(old, new, out)
-        done = old["shards"]
-        for entry in done:
-            verify_shard(out, entry)
-    for stale in out.iterdir():  # shards in progress when an earlier run stopped
-        if is_temp_name(stale.name) and stale.is_file():
-            stale.unlink(missing_ok=True)
+    out.mkdir(exist_ok=True)
 
     t0 = time.perf_counter()
     stats = ReadStats()
     lines = iter_lines(inputs, id_column=opts.id_column, errors=opts.errors, stats=stats)
-    for i, entry in enumerate(done):
-        got = _take(lines, entry["rows"])
-        if len(got) != entry["rows"] or lines_hash(got) != entry["input_sha256"]:
-            raise MismatchError(f"the input lines behind {out / entry['file']} changed since it was written; use another {{out}} or {{overwrite}}", param=_RESUME_FLAGS)
-        if progress:
-            progress(len(got))
-    resumed = len(done)
+    old_shards = old["shards"] if old is not None else []
+    kept, why, reread = _kept_prefix(out, old_shards, lines, opts.shard_size, progress)
+    if kept < len(old_shards):
+        _check_same_files(old, new, out, old_shards[kept], why)  # type: ignore[arg-type]
+        lines = itertools.chain(reread, lines)
+    shards = old_shards[:kept]
+    # The manifest records this run's settings and the kept shards before anything else is removed or written.
+    write_manifest(out, {**new, "bitextmine": __version__, "complete": False, "shards": shards})
+    _remove_shards(out, kept)
+
     sch = schema(encoder.dim, opts.id_column, encoder.lm.fingerprint)
     encoded = 0
     truncated0 = encoder.stats.truncated
-    shards = list(done)
-    write_manifest(out, {**new, "bitextmine": __version__, "complete": False, "shards": shards})
     w: ShardWriter | None = None
     h = hashlib.sha256()
     try:
@@ -228,7 +307,9 @@ def _encode_corpus(inputs: list[str], out: Path, encoder: Encoder, opts: EncodeO
             w.abort()
     total = sum(s["rows"] for s in shards)
     if total == 0:
-        raise InputError(f"{', '.join(inputs)}: no sentences (only blank or skipped lines)")
+        (out / MANIFEST).unlink(missing_ok=True)  # nothing to resume: leave no folder that asks for a rerun
+        raise InputError(f"{', '.join(inputs)}: no sentences (only blank or skipped lines); nothing to encode")
     read = asdict(stats)
     write_manifest(out, {**new, "bitextmine": __version__, "complete": True, "shards": shards, "count": total, "read": read})
-    return EncodeSummary(str(out), total, len(shards), resumed, time.perf_counter() - t0, encoded, encoder.stats.truncated - truncated0, read)
+    return EncodeSummary(str(out), total, len(shards), kept, time.perf_counter() - t0, encoded, encoder.stats.truncated - truncated0, read,
+                         reencoded_from=kept if kept < len(old_shards) else None, reencode_reason=why)

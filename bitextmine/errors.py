@@ -39,6 +39,10 @@ class InputError(BitextmineError):
     """A file or argument the user gave cannot be used (missing, empty, bad encoding...)."""
 
 
+class LockedError(InputError):
+    """An output is in use by another process (its lock file names the PID)."""
+
+
 class ModelError(BitextmineError):
     """A model cannot be found, loaded or converted."""
 

@@ -18,6 +18,7 @@ import json
 import os
 import secrets
 import shutil
+import time
 from pathlib import Path
 from typing import IO, Any, Iterator
 
@@ -175,6 +176,10 @@ def file_identity(path: str | Path) -> dict[str, Any]:
     return {"path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
+#: An empty or unreadable lock file this old is taken over (its writer died before filling it).
+LOCK_GRACE_S = 10.0
+
+
 class OutputLock:
     """``with OutputLock(target): ...`` — one writer at a time for an output (file or folder).
 
@@ -191,7 +196,7 @@ class OutputLock:
     def acquire(self) -> "OutputLock":
         import socket
 
-        from bitextmine.errors import InputError
+        from bitextmine.errors import InputError, LockedError
 
         me = {"pid": os.getpid(), "host": socket.gethostname()}
         for _ in range(2):
@@ -199,18 +204,28 @@ class OutputLock:
                 fd = os.open(str(self.path), os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
             except FileExistsError:
                 owner = self._owner()
-                if owner is not None and owner.get("host") == me["host"] and not _pid_alive(int(owner.get("pid", -1))):
+                if self._stale(owner, me["host"]):
                     with contextlib.suppress(OSError):
                         self.path.unlink()  # stale: its process is gone
                     continue
                 who = f"PID {owner.get('pid')} on {owner.get('host')}" if owner else "another process"
-                raise InputError(f"{self.target} is in use by {who}; wait for it to finish, or remove {self.path} "
-                                 "if that process is gone") from None
+                raise LockedError(f"{self.target} is in use by {who}; wait for it to finish, or remove {self.path} "
+                                  "if that process is gone") from None
             with os.fdopen(fd, "w") as fh:
                 json.dump(me, fh)
             self._held = True
             return self
         raise InputError(f"{self.target}: cannot take the lock {self.path}")
+
+    def _stale(self, owner: dict | None, host: str) -> bool:
+        """A lock whose process is gone (same host), or one left empty by a writer killed between
+        creating and filling it (older than :data:`LOCK_GRACE_S`)."""
+        if owner is None:
+            try:
+                return time.time() - self.path.stat().st_mtime > LOCK_GRACE_S
+            except OSError:
+                return True  # removed meanwhile: try again
+        return owner.get("host") == host and not _pid_alive(int(owner.get("pid", -1)))
 
     def _owner(self) -> dict | None:
         try:

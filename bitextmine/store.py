@@ -15,6 +15,7 @@ or corrupted shards and an interrupted encode resumes at the first missing shard
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -104,26 +105,91 @@ class ShardWriter:
             self.abort()
 
 
+SHARD_NAME = re.compile(r"shard-\d{5}\.arrow")
+
+
 def read_manifest(folder: Path) -> dict | None:
+    """The folder's manifest, None if it has none; StoreError if it is not one of ours or is malformed.
+
+    Shard entries are checked here, once, for every reader: each names a plain ``shard-NNNNN.arrow``
+    file inside the folder (its position in the list), so an edited manifest cannot make a reader
+    open ``../other/file`` or ``/etc/passwd``.
+    """
     p = Path(folder) / MANIFEST
     if not p.is_file():
         return None
     try:
-        m = json.loads(p.read_text())
-    except ValueError:
+        m = json.loads(p.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
         raise StoreError(f"{p}: manifest is not valid JSON (corrupted?)") from None
-    if m.get("format") != FORMAT:
+    if not isinstance(m, dict) or m.get("format") != FORMAT:
         raise StoreError(f"{p}: not a bitextmine embedding manifest")
-    if m.get("version", 0) > FORMAT_VERSION:
-        raise StoreError(f"{p}: written by a newer bitextmine (format {m.get('version')}); upgrade to read it")
+    version = m.get("version", 0)
+    if not _is_int(version):
+        raise StoreError(f"{p}: manifest field version must be an integer, found {_show(version)}")
+    if version > FORMAT_VERSION:
+        raise StoreError(f"{p}: written by a newer bitextmine (format {version}); upgrade to read it")
+    _check_manifest(p, m)
     return m
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _show(v: object) -> str:
+    """A manifest value as JSON, cut short: it came from a file anyone may have edited."""
+    text = json.dumps(v, ensure_ascii=False)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _check_manifest(p: Path, m: dict) -> None:
+    """Raise StoreError naming the first field of ``m`` that no bitextmine could have written."""
+    def bad(what: str) -> StoreError:
+        return StoreError(f"{p}: {what} (the manifest was edited or damaged; encode the folder again)")
+
+    if not isinstance(m.get("fingerprint"), str):
+        raise bad("fingerprint must be a string")
+    if not _is_int(m.get("dim")) or m["dim"] < 1:
+        raise bad(f"dim must be a positive integer, found {_show(m.get('dim'))}")
+    for key in ("complete", "id_column"):
+        if not isinstance(m.get(key, False), bool):
+            raise bad(f"{key} must be true or false, found {_show(m.get(key))}")
+    if not isinstance(m.get("inputs", []), list):
+        raise bad("inputs must be a list")
+    shards = m.get("shards")
+    if not isinstance(shards, list):
+        raise bad("shards must be a list")
+    for i, e in enumerate(shards):
+        if not isinstance(e, dict):
+            raise bad(f"shard entry {i} must be an object")
+        name = e.get("file")
+        if not isinstance(name, str) or not SHARD_NAME.fullmatch(name) or name != shard_name(i):
+            raise bad(f"shard entry {i} names {_show(name)}; shards must be plain files named {shard_name(i)} in this folder")
+        for key in ("rows", "bytes"):
+            if not _is_int(e.get(key)) or e[key] < 0:
+                raise bad(f"shard entry {i} ({name}): {key} must be a non-negative integer, found {_show(e.get(key))}")
+        if not isinstance(e.get("sha256"), str):
+            raise bad(f"shard entry {i} ({name}): sha256 must be a string")
+    if m.get("complete"):
+        count = m.get("count")
+        if not _is_int(count) or count != sum(e["rows"] for e in shards):
+            raise bad(f"count {_show(count)} differs from the shards' rows ({sum(e['rows'] for e in shards)})")
+
+
+def shard_path(folder: Path, entry: dict) -> Path:
+    """The path of a manifest entry's shard, confined to ``folder`` (StoreError for any other name)."""
+    name = entry.get("file")
+    if not isinstance(name, str) or not SHARD_NAME.fullmatch(name):
+        raise StoreError(f"{Path(folder) / MANIFEST}: shard name {_show(name)} is not a plain shard-NNNNN.arrow file name")
+    return Path(folder) / name
 
 
 def verify_shard(folder: Path, entry: dict, checksum: bool = True) -> None:
     """Raise StoreError unless the shard file exists with the recorded size (and SHA-256)."""
-    p = Path(folder) / entry["file"]
-    if not p.is_file():
-        raise StoreError(f"{p}: shard is missing")
+    p = shard_path(folder, entry)
+    if not p.is_file() or p.is_symlink():
+        raise StoreError(f"{p}: shard is missing" + (" (a symlink stands in its place)" if p.is_symlink() else ""))
     size = p.stat().st_size
     if size != entry["bytes"]:
         raise StoreError(f"{p}: shard is truncated or altered ({size} bytes, manifest says {entry['bytes']})")
@@ -161,15 +227,16 @@ class EmbeddingStore:
         start = 0
         for entry in m["shards"]:
             verify_shard(self.folder, entry, checksum=verify)
-            path = self.folder / entry["file"]
+            path = shard_path(self.folder, entry)
             try:
                 reader = pa.ipc.open_file(pa.memory_map(str(path), "r"))
                 meta = json.loads(reader.schema.metadata[META_KEY])
                 batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
-            except (pa.ArrowInvalid, OSError, KeyError, ValueError) as e:
+            except (pa.ArrowInvalid, OSError, KeyError, ValueError, TypeError) as e:
                 raise StoreError(f"{path}: unreadable shard ({str(e).splitlines()[0][:120]})") from None
-            if meta.get("fingerprint") != self.fingerprint:
-                raise StoreError(f"{path}: shard belongs to another model (fingerprint {meta.get('fingerprint')})")
+            if not isinstance(meta, dict) or meta.get("fingerprint") != self.fingerprint:
+                raise StoreError(f"{path}: shard belongs to another model (fingerprint {meta.get('fingerprint') if isinstance(meta, dict) else None})")
+            self._check_layout(path, reader.schema)
             if sum(b.num_rows for b in batches) != entry["rows"]:
                 raise StoreError(f"{path}: shard has a different number of rows than the manifest says")
             for b in batches:
@@ -179,6 +246,19 @@ class EmbeddingStore:
                 start += b.num_rows
         self._n = start
         self._starts = np.array([c.start for c in self._chunks], dtype=np.int64)
+
+    def _check_layout(self, path: Path, sch: pa.Schema) -> None:
+        """StoreError unless the shard's columns are what the manifest says (dims, ids)."""
+        want = schema(self._dim, self.has_ids, self.fingerprint)
+        if sch.names != want.names or not sch.remove_metadata().equals(want.remove_metadata()):
+            emb = sch.field("embedding").type if "embedding" in sch.names else None
+            dim = getattr(emb, "list_size", None)
+            if dim is not None and dim != self._dim:
+                raise StoreError(f"{path}: shard holds {dim}-dim embeddings, the manifest says dim {self._dim} (edited manifest?)")
+            if ("id" in sch.names) != self.has_ids:
+                raise StoreError(f"{path}: shard {'has' if 'id' in sch.names else 'lacks'} an id column, the manifest says "
+                                 f"id_column={json.dumps(self.has_ids)} (edited manifest?)")
+            raise StoreError(f"{path}: shard columns {', '.join(sch.names)} are not those of a bitextmine embedding shard")
 
     def __len__(self) -> int:
         return self._n

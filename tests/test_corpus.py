@@ -72,5 +72,18 @@ def test_bad_paths(tmp_path):
 def test_corrupt_gzip_is_an_input_error(tmp_path):
     p = tmp_path / "c.gz"
     p.write_bytes(gzip.compress(b"a\nb\n" * 1000)[:40])
-    with pytest.raises(InputError, match="cannot read"):
+    with pytest.raises(InputError, match="c.gz: the gzip stream ends early"):
         list(iter_lines([str(p)]))
+
+
+@pytest.mark.parametrize("compress", [gzip.compress, bz2.compress, lzma.compress, lambda b: zstandard.ZstdCompressor().compress(b)])
+def test_open_binary_stream_cut_short_is_an_input_error(tmp_path, compress):
+    """Every reader of compressed input (the training data reader too) gets the error, never a shorter stream."""
+    from bitextmine.corpus import open_binary
+
+    data = compress(b"a sentence\n" * 5000)
+    p = tmp_path / "c"
+    p.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="stream ends early"):
+        with open_binary(str(p)) as fh:
+            list(fh)

@@ -44,22 +44,53 @@ def test_interrupted_encode_resumes_identically(enc, corpus, tmp_path, monkeypat
     assert a["shards"] == b["shards"] and a["count"] == b["count"]
 
 
-def test_rerun_refuses_changed_input_or_model(enc, tiny_model_b, corpus, tmp_path):
+def _same_folder(a, b) -> None:
+    """Two embedding folders hold byte-identical shards and the same manifest (but for the inputs' identity)."""
+    names = sorted(f.name for f in a.iterdir())
+    assert names == sorted(f.name for f in b.iterdir())
+    for n in names:
+        if n != "manifest.json":
+            assert (a / n).read_bytes() == (b / n).read_bytes(), n
+    ma, mb = (json.loads((x / "manifest.json").read_text()) for x in (a, b))
+    ma.pop("inputs"), mb.pop("inputs")
+    assert ma == mb
+
+
+def test_rerun_after_an_edit_reencodes_from_the_first_changed_shard(enc, corpus, tmp_path):
     p, sents = corpus
     out = tmp_path / "emb"
     encode_corpus([str(p)], out, enc, EncodeOptions(shard_size=100))
-    p.write_text("\n".join(reversed(sents)) + "\n")
-    with pytest.raises(MismatchError, match="changed"):
-        encode_corpus([str(p)], out, enc, EncodeOptions(shard_size=100))
+    p.write_text(p.read_text().replace(sents[150], "an edited sentence"))  # in the second shard
+    s = encode_corpus([str(p)], out, enc, EncodeOptions(shard_size=100))
+    assert (s.resumed_shards, s.reencoded_from, s.encoded) == (1, 1, 130) and "changed" in s.reencode_reason
+    encode_corpus([str(p)], tmp_path / "fresh", enc, EncodeOptions(shard_size=100))
+    _same_folder(out, tmp_path / "fresh")
+    p.write_text("\n".join(reversed(sents)) + "\n")  # everything changed: nothing is kept
+    s = encode_corpus([str(p)], out, enc, EncodeOptions(shard_size=100))
+    assert (s.resumed_shards, s.reencoded_from, s.encoded) == (0, 0, 230)
+    assert EmbeddingStore(out).column("text", np.array([0]))[0] == sents[-1]
+
+
+def test_rerun_refuses_another_model_layout_or_file(enc, tiny_model_b, corpus, tmp_path):
+    p, sents = corpus
+    out = tmp_path / "emb"
+    encode_corpus([str(p)], out, enc, EncodeOptions(shard_size=100))
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
     other = Encoder(load_model(str(tiny_model_b)), precision="fp32")
-    with pytest.raises(MismatchError, match="another model"):
+    with pytest.raises(MismatchError, match="another model") as e:
         encode_corpus([str(p)], out, other, EncodeOptions(shard_size=100))
-    with pytest.raises(MismatchError, match="shard_size"):
+    assert "{model}" in e.value.template and "tiny" in str(e.value)
+    with pytest.raises(MismatchError, match="shard_size=100, this run has shard_size=50; rerun with shard_size 100"):
         encode_corpus([str(p)], out, enc, EncodeOptions(shard_size=50))
-    s = encode_corpus([str(p)], out, enc, EncodeOptions(shard_size=100, overwrite=True))
+    with pytest.raises(MismatchError, match="id_column=false.*rerun without id_column"):
+        encode_corpus([str(p)], out, enc, EncodeOptions(shard_size=100, id_column=True))
+    q = tmp_path / "other.txt"
+    q.write_text("\n".join(reversed(sents)) + "\n")
+    with pytest.raises(MismatchError, match="was encoded from .*corpus.txt, this run reads .*other.txt"):
+        encode_corpus([str(q)], out, enc, EncodeOptions(shard_size=100))
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before  # refusals change nothing
+    s = encode_corpus([str(q)], out, enc, EncodeOptions(shard_size=100, overwrite=True))
     assert EmbeddingStore(out).column("text", np.array([0]))[0] == sents[-1] and s.resumed_shards == 0
-
-
 
 
 def test_only_blank_lines(enc, tmp_path):

@@ -90,3 +90,17 @@ def test_output_lock_excludes_a_second_writer_and_recovers_stale_locks(tmp_path:
     with fs.OutputLock(target):
         pass
     assert not lock.path.exists()
+
+
+def test_an_empty_lock_left_by_a_killed_writer_is_taken_over_after_a_grace_period(tmp_path: Path) -> None:
+    from bitextmine.errors import LockedError
+
+    target = tmp_path / "out"
+    lock = fs.OutputLock(target)
+    lock.path.write_text("")  # killed between creating and filling it
+    with pytest.raises(LockedError):  # too fresh: maybe its writer is still filling it
+        fs.OutputLock(target).acquire()
+    old = lock.path.stat().st_mtime - fs.LOCK_GRACE_S - 1
+    os.utime(lock.path, (old, old))
+    with fs.OutputLock(target):
+        pass

@@ -43,7 +43,10 @@ def encode_corpus_cmd(
     enc = s.encoder
     t = Table(title=escape(f"encoded → {s.out}"), show_header=False)
     t.add_row("sentences", f"{s.sentences:,}")
-    t.add_row("shards", f"{s.shards} ({s.resumed_shards} kept from an earlier run)" if s.resumed_shards else str(s.shards))
+    notes = [f"{s.resumed_shards} kept from an earlier run"] if s.resumed_shards else []
+    if s.reencoded_from is not None:
+        notes.append(f"re-encoded from shard {s.reencoded_from}: {s.reencode_reason}")
+    t.add_row("shards", escape(f"{s.shards} ({'; '.join(notes)})" if notes else str(s.shards)))
     t.add_row("embedded now", f"{s.encoded:,} in {s.seconds:.1f} s ({s.sentences_per_second:,.1f} sentences/s)")
     t.add_row("model", escape(f"{enc.lm.source} (fingerprint {enc.lm.fingerprint}), {enc.dim} dims, {str(enc.dtype).removeprefix('torch.')}"))
     t.add_row("blank lines skipped", f"{s.read.get('blank', 0):,}")

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from bitextmine import fs
+from bitextmine.errors import ModelError
 
 RECIPE_FILE = "bitextmine_recipe.json"
 
@@ -90,11 +91,35 @@ class Recipe:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
+#: The JSON values each recipe field accepts: (types, what to call them in a message).
+_RECIPE_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "pooling": ((str,), "a string"), "prefix": ((str,), "a string"), "max_tokens": ((int,), "an integer"),
+    "normalize": ((bool,), "true or false"), "name": ((str,), "a string"), "threshold": ((int, float, type(None)), "a number or null"),
+    "threshold_margin": ((str, type(None)), "a string or null"), "threshold_k": ((int, type(None)), "an integer or null"),
+}
+
+
 def read_recipe(folder: Path) -> Recipe | None:
+    """The recipe stored in ``folder``, None if it has none; ModelError naming the file if it is unusable."""
     p = Path(folder) / RECIPE_FILE
     if not p.is_file():
         return None
-    return Recipe.from_dict(json.loads(p.read_text()))
+    try:
+        d = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise ModelError(f"{p}: cannot read the recipe ({e})") from None
+    except ValueError as e:
+        raise ModelError(f"{p}: not valid JSON ({e}); fix the file, or delete it to use the model's defaults") from None
+    if not isinstance(d, dict):
+        raise ModelError(f"{p}: expected a JSON object of recipe fields, found {type(d).__name__}")
+    for key, (types, want) in _RECIPE_TYPES.items():
+        v = d.get(key)
+        if key in d and (not isinstance(v, types) or (isinstance(v, bool) and bool not in types)):
+            raise ModelError(f"{p}: {key} must be {want}, not {json.dumps(v, ensure_ascii=False)[:80]}")
+    try:
+        return Recipe.from_dict(d)
+    except (TypeError, ValueError) as e:
+        raise ModelError(f"{p}: {e}") from None
 
 
 def write_recipe(folder: Path, recipe: Recipe) -> None:
