@@ -11,6 +11,7 @@ directions), margin scores and selection (:mod:`bitextmine.margin`), then thresh
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import time
@@ -24,6 +25,7 @@ from bitextmine.corpus import Errors, check_input
 from bitextmine.embed_cache import EmbeddingCache, is_embedding_folder
 from bitextmine.errors import InputError
 from bitextmine.events import Advance, Listener, task
+from bitextmine.fs import OutputLock, remove_temps
 from bitextmine.margin import Candidates, Margin, Strategy, parse_margin, parse_strategy, select
 from bitextmine.output import PairsOutput, check_output, write_pairs
 from bitextmine.store import EmbeddingStore, check_same_model
@@ -178,36 +180,70 @@ def mine_files(
     :class:`~bitextmine.encoder.EncoderOptions` to load one; the default model if None) through the
     embedding cache. ``opts.threshold`` None means the model's saved threshold when it was tuned for
     the same margin and k (see :func:`bitextmine.threshold.resolve_threshold`). With ``output`` the
-    pairs are written (atomically); the output location is checked before any work.
+    pairs are written atomically: the output location is checked before any work (its folder
+    exists and is writable, it is no input and not inside an input folder, ids exist when asked
+    for) and locked for the whole run, so a second run to the same file is refused.
     """
-    from bitextmine.encoder import Encoder, EncoderOptions
-    from bitextmine.encode_job import open_encoder
-
     opts = opts or MineOptions()
     src, tgt = str(src), str(tgt)
-    enc_opts = encoder if isinstance(encoder, EncoderOptions) else None
+    enc_opts = None
+    if encoder is not None:  # torch is imported only when there is an encoder (two folders need none)
+        from bitextmine.encoder import EncoderOptions
+
+        enc_opts = encoder if isinstance(encoder, EncoderOptions) else None
     if enc_opts is not None:
+        if enc_opts.threads:  # None or 0: leave the thread count as it is
+            check_threads(enc_opts.threads)
         opts = _apply_device(opts, enc_opts)
     if output is not None:
-        check_output(output, inputs=[src, tgt])
+        check_output(output, inputs=[src, tgt], id_column=id_column)
     texts = [p for p in (src, tgt) if not is_embedding_folder(p)]
     for p in texts:  # a bad path fails before the model loads (folders without a manifest: see cache.open)
         if not Path(p).is_dir():
             check_input(p)
-    enc = None
-    if texts:
-        enc = encoder if isinstance(encoder, Encoder) else open_encoder(enc_opts or EncoderOptions(), listener)
-    cache = EmbeddingCache(enc, cache_dir, errors, listener=listener)
-    sides = [cache.open(p, id_column=id_column) for p in (src, tgt)]
-    if output is not None:
-        check_output(output, stores=sides)
-    recipe = enc.lm.recipe if enc is not None else sides[0].manifest.get("recipe")
-    choice = resolve_threshold(opts.threshold, saved_threshold(recipe), opts.margin, opts.k)
-    res = mine_stores(sides[0], sides[1], replace(opts, threshold=choice.value), listener=listener)
-    res.threshold = choice
-    if output is not None:
-        res.written = write_pairs(output, res.pairs, sides[0], sides[1])
+    with _locked(output):
+        enc = None
+        if texts:
+            from bitextmine.encode_job import open_encoder
+            from bitextmine.encoder import Encoder, EncoderOptions
+
+            enc = encoder if isinstance(encoder, Encoder) else open_encoder(enc_opts or EncoderOptions(), listener)
+        cache = EmbeddingCache(enc, cache_dir, errors, listener=listener)
+        sides = [cache.open(p, id_column=id_column) for p in (src, tgt)]
+        if output is not None:
+            check_output(output, stores=sides)
+        recipe = enc.lm.recipe if enc is not None else sides[0].manifest.get("recipe")
+        choice = resolve_threshold(opts.threshold, saved_threshold(recipe), opts.margin, opts.k)
+        res = mine_stores(sides[0], sides[1], replace(opts, threshold=choice.value), listener=listener)
+        res.threshold = choice
+        if output is not None:
+            res.written = write_pairs(output, res.pairs, sides[0], sides[1])
     return res
+
+
+@contextlib.contextmanager
+def _locked(output: PairsOutput | None) -> Iterator[None]:
+    """Hold the output's lock for the whole run (a second run to the same file is refused, naming
+    this process); temporary files that a killed run left are removed once it is held."""
+    if output is None or output.to_stdout:
+        yield
+        return
+    lock = OutputLock(output.path)
+    try:
+        lock.acquire()
+    except OSError as e:
+        raise InputError(f"{output.path}: cannot create the lock file {lock.path} ({e.strerror or e})") from None
+    try:
+        remove_temps(Path(output.path))
+        yield
+    finally:
+        lock.release()
+
+
+def check_threads(threads: int | None) -> None:
+    """Raise InputError unless ``threads`` is None (the default) or a count of at least 1."""
+    if threads is not None and threads < 1:
+        raise InputError(f"{{param}} must be at least 1, got {threads}", param="threads")
 
 
 def _apply_device(opts: MineOptions, enc_opts: EncoderOptions) -> MineOptions:

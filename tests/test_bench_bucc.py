@@ -272,3 +272,44 @@ def test_real_bucc_zh_en_sample(tmp_path):
     assert r["best"]["f1"] >= 0.85, res.output
     assert 1.0 < r["best"]["threshold"] < 1.05
     assert (tmp_path / "plots" / "bucc-zh-en-sample.png").is_file()
+
+
+def test_gold_ids_absent_from_the_data(tmp_path):
+    """Gold pairs whose ids are not in the split's files: a warning event and a count in the result; no
+    gold pair found at all (the gold of another split) is an InputError before anything is embedded."""
+    from bitextmine.bench.bucc import BuccOptions, check_gold, run_bucc
+
+    files, _ = make_split("de", "sample", 1)
+    other, _ = make_split("de", "training", 2)
+    files["de-en.sample.gold"] += "de-sa999999\ten-sa000001\n"
+    write_files(tmp_path / "d", files)
+    split = find_bucc(tmp_path / "d")["de-en"]["sample"]
+    c = check_gold(split)
+    assert (c.gold, c.present, c.missing) == (13, 12, 1)
+
+    def embed(p):
+        raise AssertionError("embedded before the check")
+
+    (tmp_path / "d" / "de-en.sample.gold").write_text(other["de-en.training.gold"])
+    events = []
+    with pytest.raises(InputError, match=r"de-en.sample.gold: none of its 12 gold pairs has both ids in"):
+        run_bucc(find_bucc(tmp_path / "d"), embed, BuccOptions(), listener=events.append)
+    assert events == []
+
+
+def test_run_bucc_warns_about_absent_gold_ids(tiny_model, tmp_path):
+    from bitextmine.bench.bucc import BuccOptions, run_bucc
+    from bitextmine.embed_cache import EmbeddingCache
+    from bitextmine.encoder import Encoder
+    from bitextmine.models.loader import load_model
+
+    files, _ = make_split("de", "sample", 1)
+    files["de-en.sample.gold"] += "de-sa999999\ten-sa000001\n"
+    write_files(tmp_path / "d", files)
+    embed = EmbeddingCache(Encoder(load_model(str(tiny_model))), tmp_path / "c", id_column=True)
+    events = []
+    (r,) = run_bucc(find_bucc(tmp_path / "d"), embed, BuccOptions(), listener=events.append)
+    warnings = [e.data["message"] for e in events if e.kind == "warning"]
+    assert len(warnings) == 1 and warnings[0].startswith("de-en sample: 1 of 13 gold pairs")
+    assert events[0].kind == "warning"  # before anything was embedded or mined
+    assert r.tune.gold_missing == 1 and r.tune.gold == 13

@@ -109,6 +109,8 @@ def test_run_tatoeba_reports_one_task_per_run(tmp_path):
               "bbb.x": FakeStore([1, 2, 3], eye), "bbb.e": FakeStore([1, 2, 3], eye[[1, 0, 2]]),
               "ccc.x": FakeStore([1, 3], eye[[0, 2]]), "ccc.e": FakeStore([1, 2, 3], eye)}  # line 2 blank on the xx side
     found = {lang: (tmp_path / f"{lang}.x", tmp_path / f"{lang}.e") for lang in ("aaa", "bbb", "ccc")}
+    for name in stores:  # the files are only counted (both sides of a language must have as many lines)
+        (tmp_path / name).write_text("one\n\nthree\n" if name == "ccc.x" else "one\ntwo\nthree\n")
     events, seen = [], []
     rs = run_tatoeba(found, ["aaa", "bbb", "ccc"], lambda p: stores[p.name], listener=events.append, on_lang=seen.append)
     assert [(r.lang, r.pairs, r.xx2eng_errors, r.eng2xx_errors) for r in rs] == [("aaa", 3, 0, 0), ("bbb", 3, 2, 2), ("ccc", 2, 0, 0)]
@@ -170,7 +172,10 @@ def test_cli_tatoeba(tiny_model, tatoeba_data, tmp_path):
     assert by["ccc"]["pairs"] == 19 and by["ccc"]["xx2eng"] == 1.0  # the blank line is left out
     assert doc["averages"]["evaluated"]["languages"] == 3
     assert doc["model"]["fingerprint"] and doc["versions"]["bitextmine"] and doc["params"]["languages"] == ["aaa", "bbb", "ccc"]
-    assert len(doc["encoded_now"]) == 6
+    # every distinct file content was embedded (aaa and bbb share their English side: once or twice,
+    # as the cache keys files by content or by identity)
+    files = [data / f"tatoeba.{x}-eng.{y}" for x in ("aaa", "bbb", "ccc") for y in (x, "eng")]
+    assert {f.read_bytes() for f in files} == {open(p, "rb").read() for p in doc["encoded_now"]}
     assert (tmp_path / "plots" / "tatoeba.png").read_bytes()[:4] == b"\x89PNG"
     # cached: a rerun with another margin embeds nothing
     run("tatoeba", "--data", data, "--langs", "aaa,bbb", "--model", tiny_model, "--cache", cache, "--json", out, "--margin", "ratio")
@@ -204,3 +209,22 @@ def test_real_tatoeba_few_languages(tmp_path):
     for lang, (f, b) in reference.items():
         assert by[lang]["pairs"] == 1000
         assert by[lang]["xx2eng"] >= f - 0.015 and by[lang]["eng2xx"] >= b - 0.015, (lang, by[lang])
+
+
+def test_sides_of_different_lengths_fail_before_embedding(tmp_path):
+    """A line missing on one side shifts every later pair: refused, naming both files and counts."""
+    from bitextmine.bench.tatoeba import check_files, line_count
+
+    s = make_sentences(10, seed=2)
+    (tmp_path / "x").write_text("\n".join(s) + "\n")
+    (tmp_path / "e").write_text("\n".join(s[:9]) + "\n")
+    (tmp_path / "e2").write_text("\n".join(s) + "\n\n\n")  # trailing blank lines do not count
+    assert (line_count(tmp_path / "x"), line_count(tmp_path / "e"), line_count(tmp_path / "e2")) == (10, 9, 10)
+    found = {"aaa": (tmp_path / "x", tmp_path / "e"), "bbb": (tmp_path / "x", tmp_path / "e2")}
+    check_files(found, ["bbb"])
+
+    def embed(p):
+        raise AssertionError("embedded before the check")
+
+    with pytest.raises(InputError, match=r"x has 10 lines but .*e has 9; the two Tatoeba files of aaa must be aligned"):
+        run_tatoeba(found, ["bbb", "aaa"], embed)

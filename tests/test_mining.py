@@ -87,3 +87,54 @@ def test_mine_embeddings_refuses_dedup() -> None:
     x = np.eye(3, dtype=np.float32)
     with pytest.raises(InputError, match="dedup needs sentence texts"):
         mine_embeddings(x, x, dedup=True)
+
+
+def test_threads_are_checked() -> None:
+    from bitextmine.mining import check_threads
+
+    for bad in (0, -1):
+        with pytest.raises(InputError, match="threads must be at least 1") as e:
+            check_threads(bad)
+        assert e.value.param == "threads"
+    check_threads(None)
+    check_threads(2)
+    with pytest.raises(InputError, match="threads must be at least 1, got -1"):
+        mine_files("a.txt", "b.txt", encoder=EncoderOptions(model="/nonexistent", threads=-1))
+
+
+def test_output_is_checked_and_locked_before_any_work(enc, files, tmp_path) -> None:
+    """The output location (not an input, its folder writable, ids possible) fails before anything is
+    embedded; a second run to a locked output is refused naming the holder's PID."""
+    import os
+
+    from bitextmine.fs import OutputLock
+
+    src, tgt = files
+    before = src.read_bytes()
+    for out, expect in ((src, "is also an input"), (tmp_path / "no" / "p.tsv", "no such folder")):
+        with pytest.raises(InputError, match=expect):
+            mine_files(src, tgt, encoder=enc, cache_dir=tmp_path / "c", output=PairsOutput(out))
+    with pytest.raises(InputError, match="with_ids needs both sides encoded with id_column"):
+        mine_files(src, tgt, encoder=enc, cache_dir=tmp_path / "c", output=PairsOutput(tmp_path / "p.tsv", with_ids=True))
+    with OutputLock(tmp_path / "p.tsv"), pytest.raises(InputError, match=f"p.tsv is in use by PID {os.getpid()}"):
+        mine_files(src, tgt, encoder=enc, cache_dir=tmp_path / "c", output=PairsOutput(tmp_path / "p.tsv"))
+    assert not (tmp_path / "c").exists() and src.read_bytes() == before  # nothing embedded, no input touched
+    res = mine_files(src, tgt, encoder=enc, cache_dir=tmp_path / "c", output=PairsOutput(tmp_path / "p.tsv"))
+    assert res.written and not (tmp_path / ".p.tsv.lock").exists()  # the lock is released
+
+
+def test_two_folders_mine_without_importing_torch(enc, files, tmp_path) -> None:
+    """Mining two embedding folders needs no model: neither the library nor the CLI imports torch."""
+    import subprocess
+    import sys
+
+    src, tgt = files
+    for p, name in ((src, "es"), (tgt, "et")):
+        encode_corpus([str(p)], tmp_path / name, enc)
+    code = ("import sys; from bitextmine.cli import main; sys.argv = ['bitextmine', 'mine', sys.argv[1], sys.argv[2], '--out', sys.argv[3]]\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    p = subprocess.run([sys.executable, "-c", code, str(tmp_path / "es"), str(tmp_path / "et"), str(tmp_path / "p.tsv")],
+                       check=False, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert len((tmp_path / "p.tsv").read_text().splitlines()) > 0

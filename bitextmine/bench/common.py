@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bitextmine.errors import InputError
-from bitextmine.fs import atomic_write_text
+from bitextmine.fs import atomic_write_text, create_exclusive, temp_name
 
 
 def versions() -> dict[str, str | None]:
@@ -92,10 +92,38 @@ def jsonable(obj: Any) -> Any:
     return obj
 
 
+def check_location(path: str | Path, param: str, *, folder: bool = False) -> None:
+    """Raise InputError now unless a benchmark can write ``path`` at the end (a file, or a folder when
+    ``folder``; missing folders are created then): not the wrong kind, and the nearest existing
+    folder takes a new file (tried). Errors name ``param``."""
+    p = Path(path)
+    if folder and p.exists() and not p.is_dir():
+        raise InputError(f"{p}: is a file; {{param}} needs a folder", param=param)
+    if not folder and p.is_dir():
+        raise InputError(f"{p}: is a directory; {{param}} needs a file name", param=param)
+    anchor = p if folder else p.parent
+    while not anchor.exists() and anchor != anchor.parent:
+        anchor = anchor.parent
+    if not anchor.is_dir():
+        raise InputError(f"{p}: {anchor} is not a folder; choose another {{param}}", param=param)
+    probe = temp_name(anchor / "probe")
+    try:
+        create_exclusive(probe).close()
+        probe.unlink()
+    except OSError as e:
+        raise InputError(f"{p}: cannot create a file in {anchor} ({e.strerror or e}); choose another {{param}}",
+                         param=param) from None
+
+
 def write_json(path: str | Path, obj: Any) -> Path:
     """Write ``obj`` as indented JSON, atomically (temporary name, then rename)."""
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{path}: is a directory; {{param}} needs a file name", param="json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write_text(path, json.dumps(jsonable(obj), indent=2, ensure_ascii=False) + "\n")
+    text = json.dumps(jsonable(obj), indent=2, ensure_ascii=False) + "\n"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return atomic_write_text(path, text)
+    except OSError as e:
+        kept = "the previous file is kept" if path.exists() else "nothing was written"
+        raise InputError(f"{path}: cannot write the results ({e.strerror or e}); {kept}") from None

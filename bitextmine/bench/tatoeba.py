@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bitextmine.corpus import open_binary
 from bitextmine.errors import InputError
 from bitextmine.events import Listener, task
 from bitextmine.margin import Margin
@@ -93,6 +94,36 @@ def resolve_langs(spec: str | Iterable[str] | None, available: Iterable[str]) ->
     return list(dict.fromkeys(out))
 
 
+def line_count(path: str | Path) -> int:
+    """Lines of a text file up to its last non-blank one (trailing blank lines do not count)."""
+    n = last = 0
+    try:
+        with open_binary(str(path)) as fh:
+            for raw in fh:
+                n += 1
+                if raw.strip():
+                    last = n
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - OS errors and each decompressor's own error types
+        raise InputError(f"{path}: cannot read: {e}") from None
+    return last
+
+
+def check_files(found: Mapping[str, tuple[Path, Path]], langs: Iterable[str]) -> None:
+    """Raise InputError unless both files of each language in ``langs`` have as many lines.
+
+    The two sides are aligned line by line, so a line missing on one side shifts every later
+    pair: this is checked before anything is embedded.
+    """
+    for lang in langs:
+        xx, eng = found[lang]
+        nx, ne = line_count(xx), line_count(eng)
+        if nx != ne:
+            raise InputError(f"{xx} has {nx:,} lines but {eng} has {ne:,}; the two Tatoeba files of {lang} must be "
+                             "aligned line by line")
+
+
 @dataclass
 class LangResult:
     lang: str
@@ -131,6 +162,7 @@ class TatoebaOptions:
 def evaluate_lang(lang: str, files: tuple[Path, Path], embed: Embedder, opts: TatoebaOptions | None = None) -> LangResult:
     opts = opts or TatoebaOptions()
     t0 = time.perf_counter()
+    check_files({lang: files}, [lang])
     xs, ys = embed(files[0]), embed(files[1])
     x, y = aligned_embeddings(xs, ys, f"{files[0]} / {files[1]}")
     fwd, bwd = nearest(x, y, opts.margin, opts.k)
@@ -171,8 +203,10 @@ def run_tatoeba(
 ) -> list[LangResult]:
     """Evaluate every language of ``langs`` (from :func:`resolve_langs`) found in ``found``.
 
-    ``listener`` gets one task, "tatoeba languages", advanced by one per language.
+    ``listener`` gets one task, "tatoeba languages", advanced by one per language. The files of
+    every language are checked (:func:`check_files`) before the first is embedded.
     """
+    check_files(found, langs)
     out = []
     with task(listener, "tatoeba languages", len(langs), unit="languages") as advance:
         for lang in langs:

@@ -29,13 +29,19 @@ def _thr(v: Optional[float]) -> str:
     return "—" if v is None or not math.isfinite(v) else f"{v:.4f}"
 
 
-def _start(cache: Optional[Path], **scoring) -> tuple[float, Path]:
-    """Check the scoring options (before any work) and resolve the cache: (start time, cache folder)."""
+def _start(cache: Optional[Path], threads: Optional[int], outputs: dict, **scoring) -> tuple[float, Path]:
+    """Check the scoring options and where results go (before any work) and resolve the cache:
+    (start time, cache folder). ``outputs``: {param: (path or None, is a folder)}."""
+    from bitextmine.bench.common import check_location
     from bitextmine.fs import default_cache_dir
-    from bitextmine.mining import MineOptions
+    from bitextmine.mining import MineOptions, check_threads
 
     t_start = time.perf_counter()
+    check_threads(threads)
     MineOptions(**scoring)
+    for param, (path, folder) in outputs.items():
+        if path is not None:
+            check_location(path, param, folder=folder)
     return t_start, cache or default_cache_dir()
 
 
@@ -46,6 +52,12 @@ def _open(model: str, precision: str, threads: Optional[int], device: str, cache
     enc = open_encoder(encoder_options(model, precision, threads=threads, device=device), listener)
     set_search_threads(threads)
     return enc, EmbeddingCache(enc, cache_dir, errors, id_column=id_column, listener=listener)
+
+
+def _warn(e) -> None:
+    """A benchmark's ``warning`` events, one line each on stderr."""
+    if e.kind == "warning":
+        err.print(f"[bold yellow]warning:[/] {escape(e.data.get('message', ''))}", markup=True, soft_wrap=True)
 
 
 def _split_list(value: Optional[str]) -> Optional[list[str]]:
@@ -84,11 +96,12 @@ def bucc_cmd(
     from bitextmine.bench.common import model_info, run_header, write_json
     from bitextmine.threshold import save_threshold as save_model_threshold
 
-    t_start, cache_dir = _start(cache, k=k, margin=margin, strategy=strategy)
+    t_start, cache_dir = _start(cache, threads, {"json": (json_out, False), "plots": (plots, True), "out": (out, True)},
+                                 k=k, margin=margin, strategy=strategy)
     found = bucc.find_bucc(data, pairs=_split_list(pairs), cache_dir=cache_dir)
     evals = _split_list(eval_on)
     plan = {p: bucc.choose_splits(p, s, tune_on, evals) for p, s in found.items()}  # bad splits fail before the model loads
-    with reporting() as rep:
+    with reporting(on_event=_warn) as rep:
         enc, embed = _open(model, precision, threads, device, cache_dir, True, errors, rep)
         opts = bucc.BuccOptions(k=k, margin=margin, strategy=strategy, index=index, nprobe=nprobe, dedup=dedup,
                                 tune_on=tune_on, eval_on=evals)
@@ -183,9 +196,10 @@ def tatoeba_cmd(
     from bitextmine.bench import tatoeba
     from bitextmine.bench.common import model_info, run_header, write_json
 
-    t_start, cache_dir = _start(cache, k=k, margin=margin)
+    t_start, cache_dir = _start(cache, threads, {"json": (json_out, False), "plots": (plots, True)}, k=k, margin=margin)
     found = tatoeba.find_tatoeba(data)
     chosen = tatoeba.resolve_langs(langs, found)
+    tatoeba.check_files(found, chosen)  # before the model loads
     with reporting() as rep:
         enc, embed = _open(model, precision, threads, device, cache_dir, False, errors, rep)
         opts = tatoeba.TatoebaOptions(margin=margin, k=k)

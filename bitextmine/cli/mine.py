@@ -8,7 +8,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from bitextmine.cli.shared import CacheOpt, ErrorsOpt, IdColumnOpt, KOpt, ModelOpt, NprobeOpt, PrecisionOpt, encoder_options, err, friendly, reporting
+from bitextmine.cli.shared import (CacheOpt, ErrorsOpt, IdColumnOpt, KOpt, ModelOpt, NprobeOpt, PrecisionOpt, encoder_options, err, friendly,
+                                   reporting, set_search_threads)
 from bitextmine.corpus import Errors
 from bitextmine.margin import Margin, Strategy
 from bitextmine.output import Format
@@ -39,14 +40,21 @@ def mine_cmd(
     device: str = typer.Option("auto", "--device", help="auto (GPUs when present: encoder on CUDA, search with faiss-gpu if installed), cpu, cuda or cuda:N."),
 ) -> None:
     """Mine translation pairs between SRC and TGT with margin scoring over FAISS k-NN, both ways."""
-    from bitextmine.mining import MineOptions, mine_files
+    from bitextmine.embed_cache import is_embedding_folder
+    from bitextmine.mining import MineOptions, check_threads, mine_files
     from bitextmine.output import PairsOutput
 
+    check_threads(threads)
     opts = MineOptions(k=k, margin=margin, strategy=strategy, index=index, nprobe=nprobe, threshold=threshold, top=top, dedup=dedup)
     output = PairsOutput(out, fmt, with_lines=with_lines, with_ids=with_ids)
+    if device == "auto" and is_embedding_folder(src) and is_embedding_folder(tgt):
+        encoder = None  # two folders need no model: the search is all there is (torch is not even imported)
+        set_search_threads(threads)
+    else:
+        encoder = encoder_options(model, precision, threads=threads, device=device)
     with reporting() as rep:
-        res = mine_files(src, tgt, opts, encoder=encoder_options(model, precision, threads=threads, device=device),
-                         output=output, id_column=id_column, errors=errors, cache_dir=cache, listener=rep)
+        res = mine_files(src, tgt, opts, encoder=encoder, output=output, id_column=id_column, errors=errors, cache_dir=cache,
+                         listener=rep)
     thr = res.threshold
     t = Table(title=escape(f"mined → {out}"), show_header=False)
     t.add_row("pairs", f"{res.written:,}")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bitextmine import fs
-from bitextmine.corpus import check_input
+from bitextmine.corpus import check_input, open_binary
 from bitextmine.errors import InputError
 
 SPLITS = ("sample", "training", "test")
@@ -218,6 +218,22 @@ def read_gold(path: str | Path) -> set[Pair]:
     if not gold:
         raise InputError(f"{path}: no gold pairs")
     return gold
+
+
+def ids_present(path: str | Path, wanted: set[str]) -> set[str]:
+    """The ids of ``wanted`` that begin a line of ``path`` (``id<TAB>sentence``); read without embedding."""
+    found: set[str] = set()
+    try:
+        with open_binary(str(path)) as fh:
+            for raw in fh:
+                ident = raw.split(b"\t", 1)[0].decode("utf-8", errors="surrogateescape").strip()
+                if ident in wanted:
+                    found.add(ident)
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - OS errors and each decompressor's own error types
+        raise InputError(f"{path}: cannot read: {e}") from None
+    return found
 
 
 def write_pairs_file(path: str | Path, pairs: Iterable[Pair]) -> int:

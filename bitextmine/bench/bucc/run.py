@@ -15,6 +15,7 @@ from bitextmine.bench.bucc.data import (
     SPLITS,
     BuccSplit,
     Pair,
+    ids_present,
     read_gold,
     write_pairs_file,
 )
@@ -29,7 +30,7 @@ from bitextmine.bench.bucc.score import (
 )
 from bitextmine.bench.plots import plot_bucc_split
 from bitextmine.errors import InputError
-from bitextmine.events import Listener
+from bitextmine.events import Listener, emit
 from bitextmine.margin import Margin, Strategy
 from bitextmine.store import EmbeddingStore
 
@@ -62,6 +63,7 @@ class SplitResult:
     recall: float | None = None
     f1: float | None = None
     best: dict | None = None  # best-threshold result on this split itself: threshold, precision, recall, f1, extracted
+    gold_missing: int | None = None  # gold pairs naming an id absent from the split's files (misses whatever the model)
     submission: str | None = None  # mined pairs file, for splits without gold
     seconds: float = 0.0  # embedding (if not cached) + mining + scoring
     encode_seconds: float = 0.0
@@ -128,6 +130,37 @@ def mine_split(split: BuccSplit, embed: Embedder, opts: BuccOptions, *, listener
     return Mined(split, pairs, (len(src), len(tgt)), enc, time.perf_counter() - t1, gold)
 
 
+@dataclass
+class GoldCheck:
+    """How many gold pairs of a split can be found at all: both ids occur in its files."""
+
+    gold: int  # gold pairs
+    present: int  # of them with both ids in the files
+
+    @property
+    def missing(self) -> int:
+        return self.gold - self.present
+
+
+def check_gold(split: BuccSplit) -> GoldCheck:
+    """Read the split's gold and the ids of its files (nothing is embedded).
+
+    Raises InputError when no gold pair has both ids in the files (the gold file of another pair
+    or split: every F1 would be 0). Some pairs missing is allowed (they count as misses); the
+    count is returned, for a warning.
+    """
+    if split.gold is None:
+        raise InputError(f"{split.pair} {split.split}: no gold file")
+    gold = read_gold(split.gold)
+    src = ids_present(split.src, {s for s, _ in gold})
+    tgt = ids_present(split.tgt, {t for _, t in gold})
+    present = sum(1 for s, t in gold if s in src and t in tgt)
+    if present == 0:
+        raise InputError(f"{split.gold}: none of its {len(gold):,} gold pairs has both ids in {split.src} and {split.tgt}; "
+                         "is it the gold file of another pair or split?")
+    return GoldCheck(len(gold), present)
+
+
 def _best_dict(m: Mined) -> dict:
     ch = optimize_threshold(m.pairs, m.gold)
     ev = evaluate_at(ch.threshold, m.pairs, m.gold)
@@ -135,7 +168,7 @@ def _best_dict(m: Mined) -> dict:
             "extracted": ev.extracted, "correct": ev.correct}
 
 
-def _split_result(m: Mined, threshold: float, tuned_on: str, out_dir: Path | None) -> SplitResult:
+def _split_result(m: Mined, threshold: float, tuned_on: str, out_dir: Path | None, checks: Mapping[tuple[str, str], GoldCheck]) -> SplitResult:
     sp = m.split
     r = SplitResult(sp.pair, sp.split, tuned_on, tuned_on == sp.split, m.sentences, len(m.pairs), threshold,
                     extracted=len(m.pairs.above(threshold)),
@@ -147,6 +180,8 @@ def _split_result(m: Mined, threshold: float, tuned_on: str, out_dir: Path | Non
         ev = evaluate_at(threshold, m.pairs, m.gold)
         r.gold, r.correct, r.precision, r.recall, r.f1 = ev.gold, ev.correct, ev.precision, ev.recall, ev.f1
         r.best = _best_dict(m)
+        check = checks.get((sp.pair, sp.split))
+        r.gold_missing = check.missing if check is not None else None
     else:
         folder = Path(out_dir) if out_dir is not None else Path.cwd()
         path = folder / f"{sp.pair}.{sp.split}.pairs.tsv"
@@ -198,11 +233,23 @@ def run_bucc(
     ``embed(path)`` returns the embedding store of a text file (e.g. a :class:`CachedEmbedder`
     with ``id_column=True``). Splits without gold get ``<pair>.<split>.pairs.tsv`` in ``out_dir``
     (default: the current folder). ``plots_dir`` gets PNG plots per evaluated split with gold.
-    ``listener`` and ``embedder_seconds`` are passed to :func:`mine_split`. ``on_pair`` is
-    called after each pair (e.g. to print results as they come).
+    ``listener`` and ``embedder_seconds`` are passed to :func:`mine_split`; before anything is
+    embedded each gold file is checked against its split (:func:`check_gold`), and ``listener``
+    gets a ``warning`` event (``data["message"]``) for a split whose gold names absent ids.
+    ``on_pair`` is called after each pair (e.g. to print results as they come).
     """
     opts = opts or BuccOptions()
     plan = {pair: choose_splits(pair, splits, opts.tune_on, opts.eval_on) for pair, splits in found.items()}
+    checks: dict[tuple[str, str], GoldCheck] = {}
+    for pair, (tune_on, eval_on) in plan.items():  # every gold file against its data, before any embedding
+        for s in dict.fromkeys([tune_on, *eval_on]):
+            sp = found[pair][s]
+            if sp.gold is None:
+                continue
+            c = checks[(pair, s)] = check_gold(sp)
+            if c.missing:
+                emit(listener, "warning", message=f"{pair} {s}: {c.missing:,} of {c.gold:,} gold pairs in {sp.gold} name an id "
+                     f"that is not in {sp.src} or {sp.tgt}; they count as misses (recall at most {c.present / c.gold:.1%})")
     results = []
     for pair, (tune_on, eval_on) in plan.items():
         t0 = time.perf_counter()
@@ -210,8 +257,8 @@ def run_bucc(
                  for s in dict.fromkeys([tune_on, *eval_on])}  # each split once
         tm = mined[tune_on]
         threshold = optimize_threshold(tm.pairs, tm.gold).threshold
-        tune = _split_result(tm, threshold, tune_on, out_dir)
-        evals = [tune if s == tune_on else _split_result(mined[s], threshold, tune_on, out_dir) for s in eval_on]
+        tune = _split_result(tm, threshold, tune_on, out_dir, checks)
+        evals = [tune if s == tune_on else _split_result(mined[s], threshold, tune_on, out_dir, checks) for s in eval_on]
         pr = PairResult(pair, tune, evals, time.perf_counter() - t0)
         if plots_dir is not None:
             pr.plots = _plot_pair(mined, threshold, tune_on, Path(plots_dir), Margin(opts.margin).value)
