@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/encode.py speed [--trials 16] [--chunk 500] [--threads 2] [--compile]
     .venv/bin/python benchmarks/encode.py accuracy [--langs deu,fra,...]
-    .venv/bin/python benchmarks/encode.py memory [--lines 10000 1000000]
+    .venv/bin/python benchmarks/encode.py memory [--lines 10000 1000000] [--model tiny|default|FOLDER] [--precision auto]
     python benchmarks/encode.py gpu [--texts FILE] [--sentences 50000] [--trials 5]   # on a CUDA machine
 
 ``speed``: the packaged default model (multilingual-E5-small) is loaded twice from the same
@@ -29,8 +29,12 @@ look-ups, layer norms, GELU and softmax are not counted.
 price int8 quantisation before it could become a default.
 
 ``memory``: peak RSS of ``encode_corpus`` over a 10k-line and a 1M-line corpus, each in a fresh
-process, with the tiny 2-layer test model (the real model would need hours for 1M lines on
-this CPU); the point is that memory does not grow with the corpus.
+process; the point is that memory does not grow with the corpus. ``--model tiny`` (default) is
+the 2-layer test model (the real model would need hours for 1M lines on this CPU); ``--model
+default`` measures the packaged model (try ``--lines 50 2000``), loaded as the CLI loads it
+(:func:`~bitextmine.encoder.load_encoder`, ``--precision`` as given). Each row also gives the
+peak right after loading the model and what it is made of (anonymous vs file-backed pages:
+the fp32 weights are memory-mapped and only paged in as rows are used).
 """
 from __future__ import annotations
 
@@ -508,20 +512,30 @@ def cmd_accuracy(args) -> None:
 # ------------------------------------------------------------------------------------------ memory
 
 
-def _memory_child(corpus: str, out: str, model: str, threads: int) -> None:
-    import torch
+def _rss_parts_mib() -> dict:
+    """Current resident memory by kind (anonymous, file-backed), MiB (Linux)."""
+    out = {}
+    try:
+        for line in open("/proc/self/status"):
+            key = line.split(":")[0]
+            if key in ("RssAnon", "RssFile"):
+                out[key] = round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return out
 
-    from bitextmine.encoder import Encoder
+
+def _memory_child(corpus: str, out: str, model: str, threads: int, precision: str) -> None:
     from bitextmine.encode_job import encode_corpus
-    from bitextmine.models.loader import load_model
+    from bitextmine.encoder import EncoderOptions, load_encoder
 
-    torch.set_num_threads(threads)
-    enc = Encoder(load_model(model))
-    base = peak_rss_mib()
+    enc = load_encoder(EncoderOptions(model=model, precision=precision, threads=threads, device="cpu"))
+    base, parts = peak_rss_mib(), _rss_parts_mib()
     t = time.perf_counter()
     s = encode_corpus([corpus], out, enc)
     print(json.dumps({"sentences": s.sentences, "seconds": round(time.perf_counter() - t, 1), "peak_rss_mib": round(peak_rss_mib(), 1),
-                      "peak_rss_after_model_load_mib": round(base, 1), "shards": s.shards}))
+                      "peak_rss_after_model_load_mib": round(base, 1), "rss_after_model_load": parts, "rss_at_end": _rss_parts_mib(),
+                      "dtype": str(enc.dtype).removeprefix("torch."), "shards": s.shards}))
 
 
 def cmd_memory(args) -> None:
@@ -529,7 +543,11 @@ def cmd_memory(args) -> None:
     from conftest import build_tiny_model
 
     work = Path(tempfile.mkdtemp(prefix="bitextmine-encmem-"))
-    model = build_tiny_model(work / "tiny", recipe={"pooling": "mean", "prefix": "", "max_tokens": 32, "normalize": True, "name": "tiny"})
+    if args.model == "tiny":
+        model, model_name = build_tiny_model(work / "tiny", recipe={"pooling": "mean", "prefix": "", "max_tokens": 32, "normalize": True, "name": "tiny"}), \
+            "tiny 2-layer BERT from tests/conftest.build_tiny_model (hidden 32)"
+    else:
+        model, model_name = args.model, args.model
     words = "the cat dog house tree river mountain city car train book der die das haus baum le la maison кот собака дом 猫 狗 房子".split()
     rows = []
     for n in args.lines:
@@ -538,20 +556,20 @@ def cmd_memory(args) -> None:
         with open(corpus, "w", encoding="utf-8") as fh:
             for i in range(n):
                 fh.write(" ".join(rng.choice(words) for _ in range(rng.randint(3, 14))) + f" {i}\n")
-        proc = subprocess.run([sys.executable, __file__, "_memory_child", str(corpus), str(work / f"emb-{n}"), str(model), str(args.threads)],
-                              capture_output=True, text=True, check=True)
+        proc = subprocess.run([sys.executable, __file__, "_memory_child", str(corpus), str(work / f"emb-{n}"), str(model), str(args.threads),
+                               args.precision], capture_output=True, text=True, check=True)
         row = {"lines": n, **json.loads(proc.stdout.strip().splitlines()[-1])}
         rows.append(row)
         print(row, flush=True)
         corpus.unlink()
-    path = write_result(args.name or "encode-memory", {**header(), "benchmark": "encode-memory", "model": "tiny 2-layer BERT from tests/conftest.build_tiny_model (hidden 32)",
+    path = write_result(args.name or "encode-memory", {**header(), "benchmark": "encode-memory", "model": model_name, "precision": args.precision,
                                                         "threads": args.threads, "results": rows})
     print("written", path)
 
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_memory_child":
-        _memory_child(*sys.argv[2:5], int(sys.argv[5]))
+        _memory_child(*sys.argv[2:5], int(sys.argv[5]), sys.argv[6])
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -572,6 +590,8 @@ def main() -> None:
     me = sub.add_parser("memory")
     me.add_argument("--lines", type=int, nargs="+", default=[10_000, 1_000_000])
     me.add_argument("--threads", type=int, default=os.cpu_count())
+    me.add_argument("--model", default="tiny", help="tiny (the 2-layer test model), default (the packaged model) or a model folder")
+    me.add_argument("--precision", default="auto")
     me.add_argument("--name")
     gp = sub.add_parser("gpu")
     gp.add_argument("--texts", help="one sentence per line (default: the Tatoeba mix)")

@@ -30,13 +30,17 @@ def is_embedding_folder(path: str | Path) -> bool:
     return Path(path).is_dir() and (Path(path) / MANIFEST).is_file()
 
 
-def cache_folder(path: str, fingerprint: str, id_column: bool, errors: Errors, cache_dir: Path) -> Path:
-    """Where the embeddings of text file ``path`` (by its content) by the model ``fingerprint`` are cached."""
+def cache_folder(path: str, fingerprint: str, id_column: bool, errors: Errors, cache_dir: Path, numerics: dict | None = None) -> Path:
+    """Where the embeddings of text file ``path`` (by its content) by the model ``fingerprint`` are cached.
+
+    ``numerics`` (the encoder's dtype, device kind, batch budget and forward) is part of the key, so
+    embeddings computed differently are never mixed in one mining run.
+    """
     try:
         content = {"size": Path(path).stat().st_size, "sha256": file_sha256(path)}
     except OSError as e:
         raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
-    key = json.dumps([content, fingerprint, id_column, errors.value], sort_keys=True)
+    key = json.dumps([content, fingerprint, id_column, errors.value] + ([numerics] if numerics else []), sort_keys=True)
     return cache_dir / "embeddings" / hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
@@ -81,7 +85,8 @@ class EmbeddingCache:
         check_input(path)
         if self.fingerprint is None:
             raise StoreError(f"{path}: a text file needs a model to embed it")
-        folder = cache_folder(path, self.fingerprint, id_column, self.errors, Path(self.cache_dir))
+        numerics = self.encoder.numerics if self.encoder is not None else None
+        folder = cache_folder(path, self.fingerprint, id_column, self.errors, Path(self.cache_dir), numerics)
         if not (is_embedding_folder(folder) and _complete(folder)):
             self._encode(path, folder, id_column)
         return EmbeddingStore(folder)

@@ -78,6 +78,7 @@ def _settings(encoder: Encoder, inputs: list[str], opts: EncodeOptions) -> dict:
         "id_column": opts.id_column,
         "errors": opts.errors.value,
         "shard_size": opts.shard_size,
+        "numerics": encoder.numerics,  # what the embeddings' bits depend on besides model and texts
     }
 
 
@@ -100,6 +101,16 @@ def _check_resumable(old: dict, new: dict, out: Path) -> None:
                    "id_column": f"rerun {'with' if old.get(key) else 'without'} {{id_column}} to resume"}[key]
             raise MismatchError(f"{out} was encoded with {key}={json.dumps(old.get(key))}, this run has {key}={json.dumps(new.get(key))}; "
                                 f"{fix}, {hint}", param=_RESUME_FLAGS + ((key,) if key != "dim" else ()))
+    was, now = old.get("numerics"), new["numerics"]
+    if was is not None and was != now:  # folders written before numerics were recorded are taken as they are
+        raise MismatchError(f"{out} was encoded with {_numerics(was)}, this run computes {_numerics(now)}: the vectors would "
+                            f"differ in their last bits; rerun with {{precision}} {was.get('dtype')} on the same device "
+                            f"(and {{batch_tokens}} {was.get('token_budget')}) to resume, {hint}",
+                            param=("precision", "batch_tokens") + _RESUME_FLAGS)
+
+
+def _numerics(n: dict) -> str:
+    return f"{n.get('dtype')} on {n.get('device')} ({n.get('forward')} forward, {n.get('token_budget')}-token batches)"
 
 
 def _check_same_files(old: dict, new: dict, out: Path, entry: dict, why: str) -> None:

@@ -13,7 +13,7 @@ Speed (measured in ``benchmarks/encode.py``):
   intra-op pool (``torch.set_num_threads(1)`` is per thread). Independent batches need no
   barrier between the cores after every operation, which matters for the many small
   element-wise operations of a transformer and, even more, on a machine shared with other jobs.
-  On a GPU there is one worker and batches are sized to the card's free memory.
+  On a GPU there is one worker and batches are sized to the card's memory.
 * BERT-family encoders (BERT, XLM-R, RoBERTa with absolute positions) run an unpadded forward
   (:class:`bitextmine.packed.PackedForward`): the linear layers, which hold nearly all the FLOPs,
   see only real tokens. Other architectures run the model's own forward on padded batches.
@@ -21,13 +21,18 @@ Speed (measured in ``benchmarks/encode.py``):
   Tokenising calls the fast tokenizer's Rust core directly; :meth:`Encoder.encode_stream`
   tokenises the next chunk in a background thread while the model runs on the current one.
 
+Reproducible bits: an embedding depends on the model, its recipe, the texts of the call and
+:attr:`Encoder.numerics` (device type, dtype, token budget, forward path), not on threads or
+workers: batches are cut from the length-sorted call by the token budget alone, and every CPU
+batch runs on a worker with one intra-op thread (even a single batch), so its reductions run in
+one fixed order. The GPU budget follows the card's total, not free, memory for the same reason.
+
 :func:`load_encoder` builds an :class:`Encoder` from :class:`EncoderOptions`, the settings the
 ``encode``, ``mine`` and ``bench`` commands share.
 """
 from __future__ import annotations
 
-import copy
-import functools
+import numbers
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,39 +42,27 @@ import numpy as np
 import torch
 
 from bitextmine.errors import InputError
-from bitextmine.models.loader import LoadedModel, load_model
-from bitextmine.models.recipe import PRECISIONS, Pooling, Precision
-from bitextmine.packed import ROW_BUCKET, PackedForward  # PackedForward also re-exported for callers of this module
+
+# Also re-exported from here: cpu_has_fast_bf16 (its home before), Precision, PackedForward and pool.
+from bitextmine.models.loader import (
+    LoadedModel,
+    cast_copy,
+    cast_in_place,
+    load_model,
+    resolve_precision,
+)
+from bitextmine.models.loader import cpu_has_fast_bf16 as cpu_has_fast_bf16
+from bitextmine.models.recipe import POOLINGS, PRECISIONS, Pooling, Precision
+from bitextmine.packed import ROW_BUCKET, PackedForward, pool
 
 T = TypeVar("T")
 
-#: Most CPU worker threads used by default (each runs one batch with one intra-op thread).
-MAX_DEFAULT_WORKERS = 8
+#: Most CPU worker threads used by default (each runs one batch at a time with one intra-op thread).
+MAX_DEFAULT_WORKERS = 32
 #: Default CPU tokens per batch (batch size x padded length) and per-worker memory bound (small batches stay in cache).
 CPU_TOKEN_BUDGET = 1024
-#: GPU token budgets are sized to free memory, within these bounds.
+#: GPU token budgets are sized to the card's total memory, within these bounds.
 GPU_TOKEN_BUDGET = (16_384, 262_144)
-
-
-@functools.lru_cache(maxsize=1)
-def cpu_has_fast_bf16() -> bool:
-    """True on CPUs with native bf16 matrix instructions (AVX512-BF16 or AMX), where bf16 pays off."""
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
-def resolve_precision(precision: Precision | str, device: torch.device) -> torch.dtype:
-    """The compute dtype for ``precision`` on ``device`` ("auto": bf16/fp16 on CUDA, bf16 on CPUs that support it)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
-    if precision == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
 @dataclass
@@ -82,7 +75,10 @@ class EncodeStats:
 
 
 def default_workers(device: torch.device, threads: int | None = None) -> int:
-    """Batches run at once: one per CPU thread (at most :data:`MAX_DEFAULT_WORKERS`), one on a GPU."""
+    """Batches run at once: one per CPU thread (at most :data:`MAX_DEFAULT_WORKERS`), one on a GPU.
+
+    The count changes speed only: embeddings do not depend on it (see the module's notes).
+    """
     if device.type != "cpu":
         return 1
     threads = threads or torch.get_num_threads()
@@ -90,29 +86,20 @@ def default_workers(device: torch.device, threads: int | None = None) -> int:
 
 
 def gpu_token_budget(device: torch.device, hidden: int, intermediate: int, dtype: torch.dtype) -> int:
-    """Tokens per batch for a CUDA device: a quarter of its free memory over a per-token activation estimate."""
+    """Tokens per batch for a CUDA device: a quarter of its total memory over a per-token activation estimate.
+
+    Total, not free, memory: the budget decides which sentences share a batch, and that changes
+    the last bits of their embeddings, so it must not depend on what other processes hold when a
+    job starts or resumes. (On a card that others fill, pass a smaller budget explicitly.)
+    """
     try:
-        free, _ = torch.cuda.mem_get_info(device)
+        total = torch.cuda.get_device_properties(device).total_memory
     except Exception:  # no driver / not a CUDA device
         return GPU_TOKEN_BUDGET[0]
     item = torch.finfo(dtype).bits // 8
     per_token = 8 * (hidden + intermediate) * item  # live activations of one layer, with slack
     lo, hi = GPU_TOKEN_BUDGET
-    return int(max(lo, min(hi, free // 4 // max(per_token, 1))))
-
-
-def _cast_copy(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module | None:
-    """A copy of ``model`` with floating-point weights in ``dtype`` (None if it cannot be copied)."""
-    try:
-        with torch.no_grad():
-            clone = copy.deepcopy(model)
-            clone.to(dtype)
-    except Exception:  # a model that cannot be deep-copied falls back to autocast
-        return None
-    clone.eval()
-    for p in clone.parameters():
-        p.requires_grad_(False)
-    return clone
+    return int(max(lo, min(hi, total // 4 // max(per_token, 1))))
 
 
 class Encoder:
@@ -120,10 +107,10 @@ class Encoder:
 
     ``precision`` picks the compute dtype ("auto", "fp32", "bf16", "fp16"); reduced precisions run
     a copy of the model with weights in that dtype (the caller's model is not modified).
-    ``token_budget`` bounds batch size x padded length (default: 1,024 on the CPU, sized to free
-    memory on a GPU). ``workers``: batches run at once (default: one per CPU thread, up to 8; one
-    on a GPU); CPU workers use one intra-op thread each. ``packed=False`` forces the model's own
-    padded forward even where the unpadded one applies (for comparison).
+    ``token_budget`` bounds batch size x padded length (default: 1,024 on the CPU, sized to the
+    card's memory on a GPU). ``workers``: batches run at once (default: one per CPU thread, up to
+    32; one on a GPU), each with one intra-op thread: speed only, the output does not change.
+    ``packed=False`` forces the model's own padded forward even where the unpadded one applies.
     Output: float32 (n, dim), L2-normalised when the recipe says so, in input order.
     """
 
@@ -141,8 +128,8 @@ class Encoder:
         self.dtype = resolve_precision(precision, self.device)
         self.model = lm.model
         self._autocast = False
-        if self.dtype != torch.float32 and next(lm.model.parameters()).dtype != self.dtype:
-            cast = _cast_copy(lm.model, self.dtype)
+        if next(lm.model.parameters()).dtype != self.dtype:
+            cast = cast_copy(lm.model, self.dtype)
             if cast is None:
                 self._autocast = True
             else:
@@ -164,39 +151,56 @@ class Encoder:
             raise ValueError(f"workers must be at least 1, got {self.workers}")
         if self.device.type != "cpu":
             self.workers = 1
-        self.threads_per_worker = max(1, threads // self.workers)
+        self.threads_per_worker = 1  # whatever the thread count: each batch's reductions in one fixed order
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
+        self._tok_lock = threading.Lock()
         self.stats = EncodeStats()
         tok = lm.tokenizer
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
-        self._fast = False  # Rust tokenizer copy, made on first use (None: use the transformers wrapper)
+        self._direct = True  # call the fast tokenizer's Rust core directly where it can be (False: always the wrapper)
 
     @property
     def dim(self) -> int:
         return self.lm.dim
 
+    @property
+    def numerics(self) -> dict:
+        """What the embeddings' bits depend on besides the model, its recipe and each call's texts (not threads).
+
+        A folder or cache that keeps embeddings across runs should record it and not mix values.
+        """
+        forward = "autocast" if self._autocast else "packed" if self.packed is not None else "model"
+        return {"device": self.device.type, "dtype": str(self.dtype).removeprefix("torch."), "token_budget": self.token_budget, "forward": forward}
+
     def tokenize(self, texts: list[str]) -> list[list[int]]:
         """Token ids per text with the recipe's prefix and special tokens, truncated to max_tokens.
 
-        Tokenising one token past the limit tells truncated sentences apart from ones that fit
-        exactly; a truncated sentence keeps its final special token.
+        A truncated sentence keeps its final special token.
         """
         r = self.lm.recipe
         texts = [r.prefix + t for t in texts] if r.prefix else texts
         fast = self._backend()
         if fast is not None:  # the Rust tokenizer directly: what the transformers wrapper runs, without its overhead
-            encs = fast.encode_batch_fast(texts, add_special_tokens=True) if hasattr(fast, "encode_batch_fast") else fast.encode_batch(texts, add_special_tokens=True)
+            with self._tok_lock:
+                # The wrapper sets padding and truncation before each of its calls; what its last call
+                # left set is no setting of anyone's. Encode with neither (truncation is done below).
+                if fast.truncation is not None:
+                    fast.no_truncation()
+                if fast.padding is not None:
+                    fast.no_padding()
+                encs = fast.encode_batch_fast(texts, add_special_tokens=True) if hasattr(fast, "encode_batch_fast") else fast.encode_batch(texts, add_special_tokens=True)
             ids = [e.ids for e in encs]
-        else:
-            ids = self.lm.tokenizer(
-                texts,
-                add_special_tokens=True,
-                truncation=True,
-                max_length=r.max_tokens + 1,
-                return_attention_mask=False,
-                return_token_type_ids=False,
-            )["input_ids"]
+        else:  # truncating one token past the limit tells truncated sentences apart from ones that fit exactly
+            with self._tok_lock:
+                ids = self.lm.tokenizer(
+                    texts,
+                    add_special_tokens=True,
+                    truncation=True,
+                    max_length=r.max_tokens + 1,
+                    return_attention_mask=False,
+                    return_token_type_ids=False,
+                )["input_ids"]
         out = []
         for seq in ids:
             if len(seq) > r.max_tokens:
@@ -206,21 +210,9 @@ class Encoder:
         return out
 
     def _backend(self):
-        """A private copy of a fast tokenizer's Rust tokenizer, truncating one token past the limit, no padding (None if slow)."""
-        if self._fast is False:
-            fast = None
-            backend = getattr(self.lm.tokenizer, "backend_tokenizer", None) if getattr(self.lm.tokenizer, "is_fast", False) else None
-            if backend is not None:
-                try:
-                    from tokenizers import Tokenizer
-
-                    fast = Tokenizer.from_str(backend.to_str())
-                    fast.no_padding()
-                    fast.enable_truncation(max_length=self.lm.recipe.max_tokens + 1)
-                except Exception:  # noqa: BLE001 - a tokenizer that cannot be copied: use the wrapper
-                    fast = None
-            self._fast = fast
-        return self._fast
+        """The fast tokenizer's own Rust tokenizer, shared, not copied (a copy of the default model's costs ~280 MB); None if slow."""
+        tok = self.lm.tokenizer
+        return getattr(tok, "backend_tokenizer", None) if self._direct and getattr(tok, "is_fast", False) else None
 
     def batches(self, lengths: np.ndarray) -> list[np.ndarray]:
         """Split indices, sorted by length (longest first), into batches within the token budget."""
@@ -273,7 +265,7 @@ class Encoder:
         lengths = np.fromiter((len(s) for s in ids), dtype=np.int64, count=len(ids))
         batches = self.batches(lengths)
         jobs = ([ids[i] for i in idx] for idx in batches)
-        if self.workers > 1 and len(batches) > 1:
+        if self.device.type == "cpu":  # on the workers even for one batch: the caller's thread count must not matter
             results = self._executor().map(self._forward, jobs)
         else:
             results = map(self._forward, jobs)
@@ -354,41 +346,49 @@ def _init_worker(threads: int, ready: threading.Barrier) -> None:
     ready.wait()
 
 
-def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: Pooling | str) -> torch.Tensor:
-    """(batch, len, hidden) token states -> (batch, hidden) by mean over real tokens or the first token."""
-    if pooling == "cls":
-        return hidden[:, 0]
-    m = mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * m).sum(1) / m.sum(1).clamp(min=1)
-
-
 @dataclass
 class EncoderOptions:
     """Which model to load and how to run it: what ``encode``, ``mine`` and ``bench`` share."""
 
     model: str = "default"  # "default" (the packaged E5-small), a local model folder or a Hugging Face id
     precision: Precision = Precision.AUTO  # compute dtype; a plain string ("bf16") works too
-    token_budget: int | None = None  # tokens per batch and worker; None: 1,024 on CPUs, sized to free memory on a GPU
+    token_budget: int | None = None  # tokens per batch and worker; None: 1,024 on CPUs, sized to the card's memory on a GPU
     pooling: Pooling | None = None  # overrides the model's pooling (None: keep the recipe's)
     prefix: str | None = None  # overrides the text put before every sentence (None: keep the recipe's)
     max_tokens: int | None = None  # overrides the truncation length (None: keep the recipe's)
-    threads: int | None = None  # torch CPU threads for the whole process (None or 0: leave torch's setting)
+    threads: int | None = None  # torch CPU threads for the whole process, at least 1 (None: leave torch's setting)
     device: str = "auto"  # "auto" (a CUDA GPU when present, else the CPU), "cpu", "cuda" or "cuda:N"
+
+
+def check_options(opts: EncoderOptions) -> None:
+    """Raise InputError (``param`` names the field) for an option that cannot work; the model and device are load_model's."""
+    for name, least in (("threads", 1), ("token_budget", 1), ("max_tokens", 2)):
+        v = getattr(opts, name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Integral)):
+            raise InputError(f"{{param}} must be a whole number, not {v!r}", param=name)
+        if v is not None and v < least:
+            raise InputError(f"{{param}} must be at least {least}, got {v}", param=name)
+    if opts.precision not in PRECISIONS:
+        raise InputError(f"{{param}} must be one of {', '.join(PRECISIONS)}", param="precision")
+    if opts.pooling is not None and opts.pooling not in POOLINGS:
+        raise InputError(f"{{param}} must be one of {', '.join(POOLINGS)}, not {opts.pooling!r}", param="pooling")
+    if opts.prefix is not None and not isinstance(opts.prefix, str):
+        raise InputError(f"{{param}} must be text, not {opts.prefix!r}", param="prefix")
 
 
 def load_encoder(opts: EncoderOptions) -> Encoder:
     """Load ``opts.model`` with its recipe overrides and build an :class:`Encoder` for it.
 
-    Sets torch's CPU thread count first when ``opts.threads`` is given. Raises
-    :class:`~bitextmine.errors.ModelError` when the model or device cannot be used (checked
-    first), then :class:`~bitextmine.errors.InputError` for a bad ``precision`` or
-    ``token_budget`` (``param`` names the field).
+    Options are checked first (:func:`check_options`), then torch's CPU thread count is set when
+    ``opts.threads`` is given, then the model loads (:class:`~bitextmine.errors.ModelError`).
+    For a reduced precision the fresh model is cast in place, keeping no full-precision copy
+    beside it (same embeddings as ``Encoder(load_model(...), precision=...)``).
     """
-    if opts.threads:
-        torch.set_num_threads(opts.threads)
+    check_options(opts)
+    if opts.threads is not None:
+        torch.set_num_threads(int(opts.threads))
     lm = load_model(opts.model, device=opts.device, pooling=opts.pooling, prefix=opts.prefix, max_tokens=opts.max_tokens)
-    if opts.precision not in PRECISIONS:
-        raise InputError(f"{{param}} must be one of {', '.join(PRECISIONS)}", param="precision")
-    if opts.token_budget is not None and opts.token_budget < 1:
-        raise InputError(f"{{param}} must be at least 1, got {opts.token_budget}", param="token_budget")
+    dtype = resolve_precision(opts.precision, next(lm.model.parameters()).device)
+    if dtype != torch.float32:
+        cast_in_place(lm.model, dtype)  # ours alone: nobody else holds this model
     return Encoder(lm, precision=opts.precision, token_budget=opts.token_budget)

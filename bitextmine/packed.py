@@ -4,6 +4,7 @@ The linear layers, which hold nearly all the FLOPs, see only real tokens; only a
 padded slots, several short sentences sharing one slot row (block-diagonal mask) because batched
 products of tiny matrices are slow on CPUs. :class:`bitextmine.encoder.Encoder` uses it wherever
 :meth:`PackedForward.build` accepts the model and runs the model's own padded forward otherwise.
+(:func:`pool` pools that padded forward's token states.)
 """
 from __future__ import annotations
 
@@ -199,3 +200,11 @@ class PackedForward:
         ctx = torch.bmm(probs, heads(v, v.dtype))  # (rows*heads, width, d)
         ctx = ctx.view(rows, h, width, d).transpose(1, 2).reshape(rows * width, hid)
         return ctx if slot is None else ctx.index_select(0, slot)
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Padded (batch, len, hidden) token states -> (batch, hidden) by mean over real tokens or the first token."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1)

@@ -110,3 +110,18 @@ def test_memory_stays_bounded_by_chunk(enc, tmp_path, monkeypatch):
     encode_corpus([str(p)], tmp_path / "emb", enc, EncodeOptions(shard_size=1000, chunk_size=64))
     assert max(sizes) == 64 and sum(sizes) == 500
 
+
+
+def test_resume_refuses_vectors_computed_another_way(enc, tiny_model, corpus, tmp_path):
+    """Precision (and device, batch budget, forward) change the bits: a resume never mixes them."""
+    from bitextmine.encoder import Encoder
+    from bitextmine.models.loader import load_model
+
+    p, _ = corpus
+    opts = EncodeOptions(shard_size=50)
+    encode_corpus([str(p)], tmp_path / "e", enc, opts)
+    m = json.loads((tmp_path / "e" / "manifest.json").read_text())
+    assert m["numerics"]["dtype"] == "float32"
+    other = Encoder(load_model(str(tiny_model)), precision="fp32", token_budget=64)
+    with pytest.raises(MismatchError, match="64-token batches"):
+        encode_corpus([str(p)], tmp_path / "e", other, opts)

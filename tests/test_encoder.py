@@ -1,6 +1,7 @@
 """The encoder's options and loader: EncoderOptions -> load_encoder -> Encoder, and precision names.
 
-(Batching, the packed forward and throughput are covered in ``test_scale``.)
+(Batching, the packed forward and throughput are covered in ``test_scale``; independence from
+threads and workers in ``test_determinism``.)
 """
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_sentences
+from typer.testing import CliRunner
 
+from bitextmine.cli import app
 from bitextmine.encoder import (
     Encoder,
     EncoderOptions,
@@ -17,6 +20,7 @@ from bitextmine.encoder import (
     resolve_precision,
 )
 from bitextmine.errors import InputError, ModelError
+from bitextmine.models.loader import cast_copy, load_model
 from bitextmine.models.recipe import Pooling
 
 
@@ -43,13 +47,32 @@ def test_load_encoder_applies_every_option(tiny_model, keep_threads) -> None:
     assert enc.encode(["the cat", "der hund"]).shape == (2, 32)
 
 
-def test_load_encoder_equals_load_model_plus_encoder(tiny_model) -> None:
-    from bitextmine.models.loader import load_model
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_load_encoder_equals_load_model_plus_encoder(tiny_model, precision) -> None:
+    texts = make_sentences(40, seed=8) + ["le chat", "кот"]
+    ours = load_encoder(EncoderOptions(model=str(tiny_model), precision=precision))
+    theirs = Encoder(load_model(str(tiny_model)), precision=precision)
+    np.testing.assert_array_equal(ours.encode(texts), theirs.encode(texts))
+    # load_encoder owns its model: a reduced precision casts it in place, no fp32 copy kept beside it
+    assert ours.model is ours.lm.model and next(ours.model.parameters()).dtype == ours.dtype
+    if precision != "fp32":
+        assert not any(p.requires_grad for p in ours.model.parameters())
 
-    texts = ["the cat sees the dog", "le chat", "кот"]
-    ours = load_encoder(EncoderOptions(model=str(tiny_model), precision="fp32")).encode(texts)
-    theirs = Encoder(load_model(str(tiny_model)), precision="fp32").encode(texts)
-    np.testing.assert_array_equal(ours, theirs)
+
+def test_cast_copy_leaves_the_model_alone_and_keeps_shared_weights_shared(tiny_model) -> None:
+    lm = load_model(str(tiny_model))
+    model = lm.model
+    model.shared = model.embeddings.word_embeddings.weight  # one parameter reached twice (tied weights)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    clone = cast_copy(model, torch.bfloat16)
+    assert clone is not None and clone is not model
+    for k, v in model.state_dict().items():
+        assert v.dtype == before[k].dtype and torch.equal(v, before[k])
+    for name, p in clone.named_parameters():
+        assert p.dtype == torch.bfloat16 and not p.requires_grad, name
+        assert torch.equal(p, dict(model.named_parameters())[name].detach().to(torch.bfloat16)), name
+    assert clone.shared is clone.embeddings.word_embeddings.weight
+    assert clone.embeddings.position_ids.dtype == model.embeddings.position_ids.dtype  # integer buffers stay as they are
 
 
 def test_bad_precision_and_budget_are_input_errors(tiny_model) -> None:
@@ -62,9 +85,47 @@ def test_bad_precision_and_budget_are_input_errors(tiny_model) -> None:
     assert e.value.param == "token_budget" and str(e.value) == "token_budget must be at least 1, got 0"
 
 
-def test_model_errors_come_before_option_errors(tmp_path) -> None:
-    with pytest.raises(ModelError, match="no such folder"):
-        load_encoder(EncoderOptions(model=str(tmp_path / "missing"), precision="fp64"))
+BAD_OPTIONS = [
+    ({"threads": 0}, "threads", "threads must be at least 1, got 0"),
+    ({"threads": -1}, "threads", "threads must be at least 1, got -1"),
+    ({"threads": 1.5}, "threads", "threads must be a whole number, not 1.5"),
+    ({"token_budget": -5}, "token_budget", "token_budget must be at least 1, got -5"),
+    ({"max_tokens": -3}, "max_tokens", "max_tokens must be at least 2, got -3"),
+    ({"max_tokens": 1}, "max_tokens", "max_tokens must be at least 2, got 1"),
+    ({"pooling": "max"}, "pooling", "pooling must be one of mean, cls, not 'max'"),
+    ({"prefix": 3}, "prefix", "prefix must be text, not 3"),
+    ({"precision": "fp64"}, "precision", "precision must be one of auto, fp32, bf16, fp16"),
+]
+
+
+@pytest.mark.parametrize("kw,param,message", BAD_OPTIONS, ids=[m for _, _, m in BAD_OPTIONS])
+def test_bad_options_are_input_errors_before_the_model_loads(tmp_path, keep_threads, kw, param, message) -> None:
+    """A missing model folder would be a ModelError: the option is refused before anything loads."""
+    threads = torch.get_num_threads()
+    with pytest.raises(InputError) as e:
+        load_encoder(EncoderOptions(model=str(tmp_path / "missing"), **kw))
+    assert (e.value.param, str(e.value)) == (param, message)
+    assert torch.get_num_threads() == threads
+    with pytest.raises(ModelError, match="no such folder"):  # good options: the model is what fails
+        load_encoder(EncoderOptions(model=str(tmp_path / "missing"), threads=1))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--threads", "0"], "error: --threads must be at least 1, got 0"),
+    (["--threads", "-1"], "error: --threads must be at least 1, got -1"),
+    (["--max-tokens", "1"], "error: --max-tokens must be at least 2, got 1"),
+    (["--pooling", "max"], "error: --pooling must be one of mean, cls, not 'max'"),
+    (["--batch-tokens", "0"], "error: --batch-tokens must be at least 1, got 0"),
+])
+def test_cli_bad_encoder_options_are_one_line_errors(tiny_model, tmp_path, keep_threads, args, message) -> None:
+    src = tmp_path / "in.txt"
+    src.write_text("the cat\nder hund\n")
+    res = CliRunner().invoke(app, ["encode", "corpus", str(src), "--out", str(tmp_path / "out"), "--model", str(tiny_model), *args])
+    assert res.exit_code == 2, res.output + repr(res.exception)
+    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert lines == [message], res.output
+    assert not (tmp_path / "out").exists()
 
 
 def test_precision_names_and_members_are_interchangeable() -> None:
@@ -110,10 +171,25 @@ def test_encode_stream_reads_one_chunk_ahead_in_order(enc):
 def test_fast_tokenizer_path_equals_the_transformers_wrapper(enc):
     texts = make_sentences(300, seed=2) + ["word " * 400, "", "x"]  # one past max_tokens, empty, single char
     fast = enc.tokenize(texts)
-    assert enc._fast is not None
-    saved, enc._fast = enc._fast, None  # None: the wrapper path
+    assert enc._backend() is not None
+    enc._direct = False  # the wrapper path
     try:
+        assert enc._backend() is None
         assert enc.tokenize(texts) == fast
     finally:
-        enc._fast = saved
+        enc._direct = True
+
+
+def test_the_rust_tokenizer_is_shared_not_copied_and_wrapper_calls_do_not_leak_into_it(tiny_model):
+    """No second copy of the tokenizer (~280 MB for the default model); what the wrapper's own calls
+    leave set on the shared Rust tokenizer (truncation, padding) does not change our ids."""
+    lm = load_model(str(tiny_model))
+    enc = Encoder(lm, precision="fp32")
+    texts = make_sentences(50, seed=3) + ["word " * 100]
+    want = enc.tokenize(texts)
+    assert enc._backend() is lm.tokenizer.backend_tokenizer
+    lm.tokenizer(texts, truncation=True, max_length=5)
+    lm.tokenizer(texts, padding="max_length", max_length=60)
+    assert enc.tokenize(texts) == want
+    assert max(len(s) for s in want) == lm.recipe.max_tokens and min(len(s) for s in want) < 12
 

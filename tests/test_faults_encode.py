@@ -406,7 +406,7 @@ def test_cache_waits_for_another_process_embedding_the_same_file(enc, tmp_path):
 
     p = tmp_path / "a.txt"
     p.write_text("\n".join(make_sentences(30, seed=3)) + "\n")
-    folder = cache_folder(str(p), enc.lm.fingerprint, False, Errors.STRICT, tmp_path / "c")
+    folder = cache_folder(str(p), enc.lm.fingerprint, False, Errors.STRICT, tmp_path / "c", enc.numerics)
     folder.parent.mkdir(parents=True)
     lock = OutputLock(folder.resolve()).acquire()  # "another process" is embedding it
     events: list = []

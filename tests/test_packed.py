@@ -31,3 +31,14 @@ def test_refuses_what_it_does_not_reproduce(tiny_model) -> None:
     model.config.hidden_act = "gelu"
     model.config.model_type = "gpt2"
     assert PackedForward.build(model) is None
+
+
+def test_padded_pooling_mean_over_real_tokens_or_first() -> None:
+    from bitextmine import encoder
+    from bitextmine.packed import pool
+
+    assert encoder.pool is pool  # still importable from its old home
+    hidden = torch.arange(2 * 3 * 2, dtype=torch.float32).view(2, 3, 2)
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    assert torch.equal(pool(hidden, mask, "mean"), torch.tensor([[1.0, 2.0], [6.0, 7.0]]))
+    assert torch.equal(pool(hidden, mask, "cls"), hidden[:, 0])

@@ -7,9 +7,15 @@ or downloaded where the network allows).
 
 Errors about the model or device name carry ``param="model"`` / ``param="device"``: ``str(err)``
 reads "model X: ..." and the CLI shows its flag, "--model X: ...".
+
+Also here: precision names to compute dtypes (:func:`resolve_precision`) and casting a model's
+weights to one (:func:`cast_copy`, :func:`cast_in_place`).
 """
 from __future__ import annotations
 
+import copy
+import functools
+import itertools
 import json
 import logging
 from dataclasses import dataclass
@@ -19,7 +25,15 @@ import torch
 
 from bitextmine.errors import ModelError
 from bitextmine.models import arch
-from bitextmine.models.recipe import Pooling, Recipe, fingerprint, read_recipe, weights_identity
+from bitextmine.models.recipe import (
+    PRECISIONS,
+    Pooling,
+    Precision,
+    Recipe,
+    fingerprint,
+    read_recipe,
+    weights_identity,
+)
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +164,62 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     elif dev.type != "cpu":
         raise ModelError(f"{{param}} {device}: only cpu and cuda devices are supported", param="device")
     return dev
+
+
+# ------------------------------------------------------------------ precision: names to dtypes, cast weights
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_fast_bf16() -> bool:
+    """True on CPUs with native bf16 matrix instructions (AVX512-BF16 or AMX), where bf16 pays off."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def resolve_precision(precision: Precision | str, device: torch.device) -> torch.dtype:
+    """The compute dtype for ``precision`` on ``device`` ("auto": bf16/fp16 on CUDA, bf16 on CPUs that support it)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def cast_copy(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module | None:
+    """A copy of ``model`` with floating-point weights in ``dtype`` (None if it cannot be copied).
+
+    The floating-point tensors are cast straight into the copy (through deepcopy's memo), so no
+    full-precision copy of the weights is ever made beside the caller's.
+    """
+    try:
+        with torch.no_grad():
+            memo: dict = {}
+            for t in itertools.chain(model.parameters(), model.buffers()):
+                if t.is_floating_point() and id(t) not in memo:
+                    c = t.detach().to(dtype, copy=True)  # a copy even where the dtype already matches
+                    memo[id(t)] = torch.nn.Parameter(c, requires_grad=False) if isinstance(t, torch.nn.Parameter) else c
+            clone = copy.deepcopy(model, memo)
+            clone.to(dtype)  # anything the memo did not reach
+    except Exception:  # a model that cannot be deep-copied (the encoder falls back to autocast)
+        return None
+    clone.eval()
+    for p in clone.parameters():
+        p.requires_grad_(False)
+    return clone
+
+
+def cast_in_place(model: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Cast ``model``'s floating-point weights to ``dtype`` in place (for a model nobody else holds)."""
+    with torch.no_grad():
+        model.to(dtype)
+    for p in model.parameters():
+        p.requires_grad_(False)
 
 
 def load_model(
