@@ -202,16 +202,8 @@ def mine_files(
         if not Path(p).is_dir():
             check_input(p)
     with _locked(output):
-        enc = None
-        if texts:
-            from bitextmine.encode_job import open_encoder
-            from bitextmine.encoder import Encoder, EncoderOptions
-
-            enc = encoder if isinstance(encoder, Encoder) else open_encoder(enc_opts or EncoderOptions(), listener)
-        cache = EmbeddingCache(enc, cache_dir, errors, listener=listener)
-        sides = [cache.open(p, id_column=id_column) for p in (src, tgt)]
-        if output is not None:
-            check_output(output, stores=sides)
+        enc, sides = open_sides(src, tgt, encoder, enc_opts, id_column=id_column, errors=errors, cache_dir=cache_dir,
+                                listener=listener, output=output)
         recipe = enc.lm.recipe if enc is not None else sides[0].manifest.get("recipe")
         choice = resolve_threshold(opts.threshold, saved_threshold(recipe), opts.margin, opts.k)
         res = mine_stores(sides[0], sides[1], replace(opts, threshold=choice.value), listener=listener)
@@ -244,6 +236,24 @@ def check_threads(threads: int | None) -> None:
     """Raise InputError unless ``threads`` is None (the default) or a count of at least 1."""
     if threads is not None and threads < 1:
         raise InputError(f"{{param}} must be at least 1, got {threads}", param="threads")
+
+
+def open_sides(src: str, tgt: str, encoder: Any, enc_opts: Any, *, id_column: bool, errors: Errors,
+               cache_dir: str | Path | None, listener: Listener | None, output: PairsOutput | None) -> tuple[Any, list[EmbeddingStore]]:
+    """Load the encoder when a side is a text file (``encoder`` as given, else from ``enc_opts``), open
+    both sides through the embedding cache, and check that ids asked for by ``output`` exist.
+    Returns ``(encoder or None, [src store, tgt store])``; shared by ``mine_files`` and ``score_files``."""
+    enc = None
+    if not (is_embedding_folder(src) and is_embedding_folder(tgt)):
+        from bitextmine.encode_job import open_encoder
+        from bitextmine.encoder import Encoder, EncoderOptions
+
+        enc = encoder if isinstance(encoder, Encoder) else open_encoder(enc_opts or EncoderOptions(), listener)
+    cache = EmbeddingCache(enc, cache_dir, errors, listener=listener)
+    sides = [cache.open(p, id_column=id_column) for p in (src, tgt)]
+    if output is not None:
+        check_output(output, stores=sides)
+    return enc, sides
 
 
 def _apply_device(opts: MineOptions, enc_opts: EncoderOptions) -> MineOptions:

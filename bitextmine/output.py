@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 from bitextmine.errors import InputError
 from bitextmine.fs import atomic_writer, create_exclusive, temp_name
@@ -169,16 +169,22 @@ def write_pairs(out: PairsOutput, pairs: Candidates, src: EmbeddingStore, tgt: E
             else:
                 yield "\t".join([f"{score:.6f}", *(tsv_field(v[i]) for v in cols.values())]) + "\n"
 
+    write_rows(out, rows(), "pairs")
+    return len(pairs.score)
+
+
+def write_rows(out: PairsOutput, rows: Iterable[str], what: str = "pairs") -> None:
+    """Write text ``rows`` to ``out`` (stdout for ``-``), atomically; a failed write (a full disk) is a
+    one-line InputError, and the previous file at the path is kept."""
     if out.to_stdout:
-        sys.stdout.writelines(rows())
-        return len(pairs.score)
+        sys.stdout.writelines(rows)
+        return
     try:
         with atomic_writer(out.path) as fh:
-            fh.writelines(rows())
+            fh.writelines(rows)
     except OSError as e:
         kept = "the previous file is kept" if Path(out.path).exists() else "nothing was written"
-        raise InputError(f"{out.path}: cannot write the pairs ({e.strerror or e}); {kept}") from None
-    return len(pairs.score)
+        raise InputError(f"{out.path}: cannot write the {what} ({e.strerror or e}); {kept}") from None
 
 
 def tsv_field(v: object) -> str:

@@ -37,7 +37,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,12 +45,11 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from bitextmine.corpus import Errors, check_input, iter_lines
-from bitextmine.embed_cache import EmbeddingCache, is_embedding_folder
+from bitextmine.embed_cache import is_embedding_folder
 from bitextmine.errors import InputError, MismatchError
 from bitextmine.events import Advance, Listener, task
-from bitextmine.fs import atomic_writer
 from bitextmine.margin import Margin, apply_margin, knn_means, parse_margin
-from bitextmine.output import Format, PairsOutput, check_output, tsv_field, write_pairs
+from bitextmine.output import Format, PairsOutput, check_output, tsv_field, write_pairs, write_rows
 from bitextmine.store import EmbeddingStore, check_same_model
 
 if TYPE_CHECKING:
@@ -271,9 +269,8 @@ def score_files(src: str | Path, tgt: str | Path, opts: ScoreOptions | None = No
     With ``output`` the scores are written atomically, one line per pair in input order; the output
     is checked before any work and locked for the run.
     """
-    from bitextmine.encode_job import open_encoder
-    from bitextmine.encoder import Encoder, EncoderOptions
-    from bitextmine.mining import _apply_device, _locked, check_threads
+    from bitextmine.encoder import EncoderOptions
+    from bitextmine.mining import _apply_device, _locked, check_threads, open_sides
 
     opts = opts or ScoreOptions()
     src, tgt = str(src), str(tgt)
@@ -294,13 +291,8 @@ def score_files(src: str | Path, tgt: str | Path, opts: ScoreOptions | None = No
         keys = [((ln.input, ln.line) for ln in iter_lines([p], id_column=id_column, errors=errors)) for p in texts]
         check_aligned(keys[0], keys[1], [src], [tgt])
     with _locked(output):
-        enc = None
-        if texts:
-            enc = encoder if isinstance(encoder, Encoder) else open_encoder(enc_opts or EncoderOptions(), listener)
-        cache = EmbeddingCache(enc, cache_dir, errors, listener=listener)
-        sides = [cache.open(p, id_column=id_column) for p in (src, tgt)]
-        if output is not None:
-            check_output(output, stores=sides)
+        _, sides = open_sides(src, tgt, encoder, enc_opts, id_column=id_column, errors=errors, cache_dir=cache_dir,
+                              listener=listener, output=output)
         res = score_stores(sides[0], sides[1], opts, listener=listener)
         if output is not None:
             res.written = write_scores(output, res.scores, sides[0], sides[1])
@@ -381,15 +373,7 @@ def write_scores(out: PairsOutput, scores: np.ndarray, src: EmbeddingStore, tgt:
                 else:
                     yield "\t".join([f"{v:.6f}", *(tsv_field(c[j]) for c in cols)]) + "\n"
 
-    if out.to_stdout:
-        sys.stdout.writelines(lines())
-        return len(scores)
-    try:
-        with atomic_writer(out.path) as fh:
-            fh.writelines(lines())
-    except OSError as e:
-        kept = "the previous file is kept" if Path(out.path).exists() else "nothing was written"
-        raise InputError(f"{out.path}: cannot write the scores ({e.strerror or e}); {kept}") from None
+    write_rows(out, lines(), "scores")
     return len(scores)
 
 
