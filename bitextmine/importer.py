@@ -191,7 +191,9 @@ def import_embeddings(embeddings: str | Path, texts: str | Path, out: str | Path
                 shards, stats, zeros = _write_shards(tmp, arr, text_path, rows_per, fp, opts, advance)
             settings = {"format": FORMAT, "version": FORMAT_VERSION, "fingerprint": fp, "model": opts.model_name, "recipe": None,
                         "dim": dim, "dtype": "float16", "inputs": [input_identity(text_path)], "id_column": opts.id_column,
-                        "errors": opts.errors.value, "shard_size": opts.shard_size}
+                        "errors": opts.errors.value, "shard_size": opts.shard_size,
+                        # computed elsewhere: what the bits depend on is the source file (see "imported")
+                        "numerics": {"device": None, "dtype": source, "token_budget": None, "forward": "import"}}
             imported = {"embeddings": file_identity(emb_path), "source": source, "rows": rows, "rows_per": rows_per,
                         "l2_normalised": True, "zero_rows": zeros}
             write_manifest(tmp, {**settings, "bitextmine": __version__, "complete": True, "shards": shards, "count": kept,
