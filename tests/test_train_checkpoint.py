@@ -88,7 +88,7 @@ def test_last_checkpoint_saves_and_restores_everything(tmp_path):
     assert sorted(p.name for p in (ckpt / "last").iterdir()) == ["rng-rank0.pt", "state.pt"]
     assert {n.split("/")[0] for n in zipfile.ZipFile(ckpt / "last" / "state.pt").namelist()} == {"state.pt"}
     assert {n.split("/")[0] for n in zipfile.ZipFile(ckpt / "last" / "rng-rank0.pt").namelist()} == {"rng-rank0.pt"}
-    assert "frozen.weight" not in torch.load(ckpt / "last" / "state.pt", weights_only=False)["model"]
+    assert "frozen.weight" not in torch.load(ckpt / "last" / "state.pt", weights_only=True)["model"]
     expect_draw = Sampler([5, 7], 1.0, 3)
     expect_draw.load_state_dict(parts["sampler"].state_dict())
     after_save = torch.rand(2)  # the RNG stream right after the checkpoint

@@ -100,7 +100,7 @@ def test_train_kill_resume_export_encode(setup, tmp_path):
     assert not (killed / "model").exists()
     import torch
 
-    assert torch.load(killed / "checkpoints" / "last" / "state.pt", weights_only=False)["step"] == 4
+    assert torch.load(killed / "checkpoints" / "last" / "state.pt", weights_only=True)["step"] == 4
     res = invoke("--config", cfg, "--out", killed)
     assert "resuming at step 4" in res.output
 

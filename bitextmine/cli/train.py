@@ -68,6 +68,8 @@ class TrainReporter:
             res = " ".join(f"{k} p@1 {100 * v['mean']:.2f}" for k, v in e["results"].items())
             best = e.get("best")
             self._print(f"step {e['step']:,}: dev {res}" + (f" (best: step {best['step']:,}, {100 * best['score']:.2f})" if best else ""))
+        elif kind == "note":
+            self._print(f"note: {e['message']}")
         elif kind == "export":
             self._stop()
 
@@ -103,8 +105,8 @@ def train_command(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML recipe (see train/configs/); defaults apply to what it leaves out."),
     set_: list[str] = typer.Option([], "--set", "-s", help="Override one setting, e.g. --set optim.lr=3e-5 --set data.train='[\"a-en.tsv\"]' (repeatable)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (overrides run.output_dir)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Delete an existing run folder and start over instead of resuming."),
-    export_only: bool = typer.Option(False, "--export-only", help="Export the run's best (else last) checkpoint to <run>/model and stop."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start over instead of resuming: delete the previous run's files (only in a bitextmine run folder, after the config and data check out)."),
+    export_only: bool = typer.Option(False, "--export-only", help="Export the run's best (checkpoints/best, else the last) checkpoint to <run>/model and stop."),
     print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config as TOML and exit."),
     stop_after: Optional[int] = typer.Option(None, "--stop-after", hidden=True, help="Stop after N steps as if killed (tests resume)."),
     device: str = typer.Option("auto", "--device", help="auto (this process's GPU under torchrun, else the first GPU, else the CPU), cpu, cuda or cuda:N."),
@@ -135,9 +137,13 @@ def _run(config, set_, out, overwrite, export_only, print_config, stop_after, de
         rep._stop()
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
         return
-    t = Table(title=escape(f"trained → {res.output_dir}"), show_header=False)
-    t.add_row("steps", f"{res.step:,} of {res.steps:,}" + (f" (resumed at {res.resumed_from:,})" if res.resumed_from else ""))
-    t.add_row("time", f"{res.seconds / 60:.1f} min")
+    if res.exported_only:
+        t = Table(title=escape(f"exported → {res.output_dir}"), show_header=False)
+        t.add_row("checkpoint", f"step {res.step:,} of {res.steps:,}")
+    else:
+        t = Table(title=escape(f"trained → {res.output_dir}"), show_header=False)
+        t.add_row("steps", f"{res.step:,} of {res.steps:,}" + (f" (resumed at {res.resumed_from:,})" if res.resumed_from else ""))
+        t.add_row("time", f"{res.seconds / 60:.1f} min")
     if res.best:
         t.add_row("best dev", f"{res.best['set']} p@1 {100 * res.best['score']:.2f} at step {res.best['step']:,}")
     for name, v in (res.last_eval or {}).items():

@@ -4,8 +4,9 @@
 ``config`` (typed recipe), ``data`` (a package: TSV pairs, filters, tokenised arrays, the cache,
 sampling and batches, dev sets), ``losses`` (TR and RTL as tensor functions), ``rtl`` (the head),
 ``model`` (the dual encoder), ``distributed`` (torchrun/DDP), ``loop`` (the run), ``checkpoint``
-(save, resume, best), ``evaluate`` (dev retrieval accuracy) and ``export`` (the plain encoder
-folder). Importing this package does not import torch-heavy modules until they are used.
+(save, resume, best; read without unpickling code), ``runfolder`` (which folders are ours, the
+lock, starting over), ``metrics`` (metrics.jsonl), ``evaluate`` (dev retrieval accuracy) and
+``export`` (the plain encoder folder). Importing this package does not import torch-heavy modules until they are used.
 """
 from __future__ import annotations
 

@@ -8,7 +8,10 @@ clip, step, log; evaluate on dev pairs and keep the best; checkpoint -> export t
 Checkpoints (:mod:`~bitextmine.training.checkpoint`) hold the trainable weights, optimizer,
 scheduler, grad scaler, every process's RNG states and the sampler's cursors (the data position),
 so a run killed at any point and started again with the same command continues exactly where its
-last checkpoint left off and ends with the same weights as an uninterrupted run. Dev evaluation is
+last checkpoint left off and ends with the same weights as an uninterrupted run. The CPU thread
+count is part of that: it changes the order of floating-point sums in the backward pass, so a
+resumed run uses the count its checkpoint recorded (unless ``run.threads`` asks for another).
+The run folder (marker, lock, starting over) is :mod:`~bitextmine.training.runfolder`. Dev evaluation is
 :mod:`~bitextmine.training.evaluate`. The library reports through a :mod:`bitextmine.events`
 listener (main process only; the kinds are listed in :func:`train`); it never prints.
 """
@@ -16,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,12 +33,14 @@ from bitextmine.models.loader import load_model
 from bitextmine.models.recipe import Recipe
 from bitextmine.training import checkpoint as C
 from bitextmine.training import distributed as D
+from bitextmine.training import runfolder as RF
 from bitextmine.training.config import TrainConfig
 from bitextmine.training.data.batches import Sampler, make_batch
 from bitextmine.training.data.prepare import prepare_data
 from bitextmine.training.evaluate import dev_sets, evaluate
 from bitextmine.training.export import export_encoder
 from bitextmine.training.losses import translation_ranking_loss
+from bitextmine.training.metrics import MetricsLog
 from bitextmine.training.model import DualEncoder, disable_dropout
 from bitextmine.training.rtl import RTLHead, load_mlm_head
 
@@ -62,6 +66,7 @@ class TrainResult:
     last_eval: dict = field(default_factory=dict)
     data_report: dict = field(default_factory=dict)
     seconds: float = 0.0
+    exported_only: bool = False  # export_only: nothing was trained
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -72,45 +77,6 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
     if warmup and step < warmup:
         return (step + 1) / warmup
     return max(0.0, (total - step) / max(1, total - warmup))
-
-
-class MetricsLog:
-    """metrics.jsonl (+ optional TensorBoard), truncated to the resumed step so a resumed log equals an uninterrupted one."""
-
-    def __init__(self, path: Path, resume_step: int, tensorboard: bool, enabled: bool) -> None:
-        self.path, self.enabled = path, enabled
-        self.tb = None
-        if not enabled:
-            return
-        keep = []
-        if resume_step and path.is_file():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    if json.loads(line).get("step", 0) <= resume_step:
-                        keep.append(line)
-                except ValueError:
-                    pass
-        fs.atomic_write_text(path, "".join(k + "\n" for k in keep))
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                raise ConfigError("log.tensorboard = true needs the tensorboard package (pip install tensorboard)") from None
-            self.tb = SummaryWriter(str(path.parent / "tensorboard"), purge_step=resume_step + 1 if resume_step else None)
-
-    def write(self, record: dict) -> None:
-        if not self.enabled:
-            return
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-        if self.tb is not None:
-            for k, v in record.items():
-                if isinstance(v, (int, float)) and k != "step":
-                    self.tb.add_scalar(f"{record.get('kind', 'train')}/{k}", v, record.get("step", 0))
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
 
 
 # ----------------------------------------------------------------------------- the run
@@ -132,10 +98,9 @@ class Trainer:
 
     # -- setup ---------------------------------------------------------------
 
-    def build(self) -> None:
+    def build(self, meta: dict | None = None) -> None:
         cfg, info = self.cfg, self.info
-        if cfg.run.threads:
-            torch.set_num_threads(cfg.run.threads)
+        self.pin_threads(meta)
         self.lm = load_model(cfg.model.name, device=info.device, pooling=cfg.model.pooling, prefix=cfg.model.prefix)
         self.recipe = self.lm.recipe
         self.dtype = resolve_precision(cfg.run.precision, info.device)
@@ -189,6 +154,22 @@ class Trainer:
         self.micro_global, self.micro_local = per, per // info.world
         self.dev_sets = dev_sets(cfg.eval, self.data)
 
+    def pin_threads(self, meta: dict | None) -> None:
+        """Set torch's CPU thread count explicitly: ``run.threads``, else the resumed checkpoint's, else torch's default."""
+        saved = int(meta["state"].get("threads") or 0) if meta else 0
+        wanted = self.cfg.run.threads or saved or torch.get_num_threads()
+        torch.set_num_threads(wanted)
+        self.threads = torch.get_num_threads()
+        if saved and self.threads != saved:
+            self.emit("note", message=f"resuming with {self.threads} CPU threads, the checkpoint was written with {saved}: "
+                                      "the weights will differ in the last bits from an uninterrupted run")
+
+    def data_state(self) -> dict:
+        """What the training data is, for the resume check: fingerprint, per-language content digests, files."""
+        if getattr(self, "_data_state", None) is None:
+            self._data_state = {"fingerprint": self.data.fingerprint, "content": self.data.content_digests(), "files": self.data.files}
+        return self._data_state
+
     # -- checkpoints (see training.checkpoint) ----------------------------------
     def save_checkpoint(self, step: int, best: dict | None) -> None:
         def state() -> dict:  # key order kept: it is the pickled order in state.pt
@@ -197,14 +178,15 @@ class Trainer:
                 "base_fingerprint": self.lm.fingerprint, "data_fingerprint": self.data.fingerprint, "world": self.info.world,
                 "model": C.trainable_state(self.model, self.frozen), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "sampler": self.sampler.state_dict(),
-                "best": best,
+                "best": best, "threads": self.threads, "data_content": data["content"], "data_files": data["files"],
             }
 
+        data = self.data_state()
         C.save_last(self.ckpt_dir, self.info, state)
 
     def restore(self, meta: dict) -> tuple[int, dict | None]:
         C.check_resumable(meta["state"], self.out, config_fingerprint=self.cfg.fingerprint(), base_fingerprint=self.lm.fingerprint,
-                          model_name=self.cfg.model.name, world=self.info.world)
+                          model_name=self.cfg.model.name, world=self.info.world, data=self.data_state())
         parts = {"optimizer": self.optimizer, "scheduler": self.scheduler, "scaler": self.scaler, "sampler": self.sampler}
         return C.restore(meta, self.out, self.model, self.frozen, parts, self.info.rank)
 
@@ -259,28 +241,51 @@ class Trainer:
         return {"sums": sums, "grad_norm": gnorm, "lr": lr}
 
     # -- the loop --------------------------------------------------------------
-    def run(self, *, stop_after: int | None = None, export_only: bool = False) -> TrainResult:
+    def start(self, overwrite: bool, export_only: bool) -> tuple[int, dict | None]:
+        """Check, build and restore: (step, best). The old run is deleted (``overwrite``) and the
+        new config recorded only once the model, the data and the checkpoint have been checked; a new folder
+        of a run that cannot start is removed again."""
         cfg, info = self.cfg, self.info
-        t0 = time.perf_counter()
-        meta = C.find_last(self.ckpt_dir)
+        if overwrite and export_only:
+            raise InputError("{overwrite} and {export_only} cannot be combined", param=("overwrite", "export_only"))
+        meta = None if overwrite else C.find_last(self.ckpt_dir)
+        if export_only and meta is None:
+            raise InputError(f"{self.out}: no checkpoint to export yet")
         self.emit("config", config=cfg.to_dict(), output_dir=str(self.out), world=info.world,
                   resume_step=int(meta["state"]["step"]) if meta else 0)
-        self.build()  # model and data first: a run that cannot start leaves no folder behind
+        claimed = RF.claim(self.out) if info.is_main else None
+        try:
+            self.build(meta)
+            start, best = (self.restore(meta) if meta else (0, None))
+        except BaseException:
+            if claimed is not None:
+                RF.abandon(self.out, *claimed)
+            raise
         if info.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.toml").write_text(cfg.to_toml(), encoding="utf-8")
-            (self.out / "data_report.json").write_text(json.dumps(self.data.report, indent=1))
+            if overwrite:
+                cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else self.out / "data"
+                RF.clear(self.out, keep={"data"} if cache.resolve() == (self.out / "data").resolve() else set())
+            fs.atomic_write_text(self.out / "config.toml", cfg.to_toml())
+            fs.atomic_write_text(self.out / "data_report.json", json.dumps(self.data.report, indent=1))
+        D.barrier(info)
+        return start, best
+
+    def run(self, *, stop_after: int | None = None, export_only: bool = False, overwrite: bool = False) -> TrainResult:
+        cfg, info = self.cfg, self.info
+        t0 = time.perf_counter()
+        start, best = self.start(overwrite, export_only)
         n_train = sum(len(d) for d in self.data.langs.values())
         self.emit("data_ready", report=self.data.report, train_pairs=n_train, languages=self.data.languages,
                   rtl_vocab=self.rtl_vocab, dev_sets=sorted({s.name for s in self.dev_sets}),
                   dtype=str(self.dtype).replace("torch.", ""), device=str(info.device),
                   trainable=sum(p.numel() for p in self.model.parameters() if p.requires_grad))
-        if export_only and meta is None:
-            raise InputError(f"{self.out}: no checkpoint to export yet")
-        start, best = (self.restore(meta) if meta else (0, None))
         total = cfg.optim.steps
         result = TrainResult(self.out, start, total, start, False, None, best, data_report=self.data.report)
         if export_only:
+            saved = C.best_info(self.ckpt_dir)  # checkpoints/best may be newer than the last periodic checkpoint
+            if saved is not None:
+                result.best = best = {k: saved[k] for k in ("step", "score", "set")}
+            result.exported_only = True
             result.model_dir = self.export(best, start)
             result.seconds = time.perf_counter() - t0
             return result
@@ -372,7 +377,10 @@ def train(cfg: TrainConfig, *, progress: Listener | None = None, overwrite: bool
           export_only: bool = False, device: str | None = None) -> TrainResult:
     """Run (or resume) the training described by ``cfg``; see the module docstring.
 
-    ``overwrite`` deletes an existing run folder first; ``stop_after`` stops after that many
+    ``overwrite`` starts over: the previous run's files are deleted once the config, model and data
+    have been checked, and only from a folder that is recognisably a run folder
+    (:mod:`~bitextmine.training.runfolder`; another non-empty folder is refused either way, and
+    the folder is locked while the run lasts); ``stop_after`` stops after that many
     optimizer steps as if the process were killed (no extra checkpoint: the next run resumes
     from the last periodic one); ``export_only`` exports the current best/last checkpoint.
 
@@ -381,14 +389,11 @@ def train(cfg: TrainConfig, *, progress: Listener | None = None, overwrite: bool
     counts), ``data_ready`` (report, train_pairs, languages, rtl_vocab, dev_sets, dtype, device,
     trainable), ``start`` (step, steps, micro_batch, accumulation), ``step`` (step, steps, tr,
     rtl, lr), ``log`` (the metrics.jsonl record), ``eval`` (step, results, best), ``checkpoint``
-    (step) and ``export`` (path, step).
+    (step), ``export`` (path, step) and ``note`` (message: something the user should know).
     """
     info = D.setup(device)
     try:
-        out = Path(cfg.run.output_dir)
-        if overwrite and info.is_main and out.exists():
-            shutil.rmtree(out)
-        D.barrier(info)
-        return Trainer(cfg, info, progress).run(stop_after=stop_after, export_only=export_only)
+        with RF.RunLock(Path(cfg.run.output_dir), info, overwrite=overwrite):
+            return Trainer(cfg, info, progress).run(stop_after=stop_after, export_only=export_only, overwrite=overwrite)
     finally:
         D.cleanup(info)

@@ -20,12 +20,13 @@ start as the encoder's word embeddings of those ids, as in a tied MLM head.
 from __future__ import annotations
 
 import copy
+import pickle
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from bitextmine.errors import ConfigError
+from bitextmine.errors import ConfigError, ModelError
 from bitextmine.models.arch import position_offset
 
 
@@ -83,7 +84,11 @@ def load_mlm_head(folder: Path) -> dict[str, torch.Tensor] | None:
                     found[k] = f.get_tensor(k)
     if not found:
         for p in sorted(Path(folder).glob("pytorch_model*.bin")):
-            state = torch.load(p, map_location="cpu", weights_only=True)
+            try:  # tensors only: a pickle that names anything else is refused, never run
+                state = torch.load(p, map_location="cpu", weights_only=True)
+            except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                raise ModelError(f"{p}: cannot read its MLM-head weights safely ({first[:160]})") from None
             found.update({k: v for k, v in state.items() if k in wanted})
     out = {}
     for ours, theirs in names.items():

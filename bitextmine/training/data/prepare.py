@@ -93,11 +93,13 @@ def prepare_data(cfg: DataConfig, tokenizer, tokenizer_id: str, prefix: str, see
     """
     files = find_train_files(cfg.train, cfg.languages)
     fp = data_fingerprint(files, cfg, tokenizer_id, prefix, seed)
+    sources = {lang: [str(Path(p).resolve()) for p in ps] for lang, ps in files.items()}
     use_cache = cache_dir is not None and cfg.cache
     if use_cache:
         existed = (cache_dir / fp).exists()
         cached = load_cache(cache_dir / fp)
         if cached is not None:
+            cached.files = sources
             return cached
         if existed:
             discard(cache_dir / fp)  # damaged: rebuilt below
@@ -120,7 +122,7 @@ def prepare_data(cfg: DataConfig, tokenizer, tokenizer_id: str, prefix: str, see
     empty = [lang for lang, d in langs.items() if len(d) == 0]
     if empty:
         raise InputError(f"data: no training pairs left after filtering for {', '.join(empty)}")
-    data = PreparedData(langs, layout, report, fp)
+    data = PreparedData(langs, layout, report, fp, sources)
     if use_cache:
         save_cache(data, cache_dir / fp)
     return data

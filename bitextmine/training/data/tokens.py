@@ -8,7 +8,8 @@ layout, the filter report and the fingerprint that names its cache folder.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -111,6 +112,7 @@ class PreparedData:
     layout: TokenLayout
     report: dict  # per language: counts of read / dropped by reason / kept / train / dev
     fingerprint: str
+    files: dict[str, list[str]] = field(default_factory=dict)  # per language: the TSV files read (absolute paths)
 
     @property
     def languages(self) -> list[str]:
@@ -120,3 +122,18 @@ class PreparedData:
         """Sorted token ids occurring in the RTL targets (English side) of the training pairs."""
         ids = np.unique(np.concatenate([d.rtl.flat for d in self.langs.values()]))
         return ids.astype(np.int64)
+
+    def content_digests(self) -> dict[str, str]:
+        """Per language, a digest of what training reads (token arrays, dev pairs) and of the layout:
+        equal digests mean equal training data, whatever the files' names or modification times."""
+        lay = repr(self.layout).encode()
+        out = {}
+        for lang, d in self.langs.items():
+            h = hashlib.blake2b(lay, digest_size=16)
+            for r in (d.src, d.tgt, d.rtl):
+                for a in (r.flat, r.offsets):
+                    h.update(np.ascontiguousarray(a, dtype=np.int64).tobytes())
+            for x, e in d.dev:
+                h.update(x.encode("utf-8", "surrogatepass") + b"\t" + e.encode("utf-8", "surrogatepass") + b"\n")
+            out[lang] = h.hexdigest()
+        return out
