@@ -15,6 +15,7 @@ from bitextmine import __version__
 from bitextmine.cli import encode_import  # noqa: F401  (adds `encode import` to encode_app)
 from bitextmine.cli.bench import bench_app
 from bitextmine.cli.encode import encode_app
+from bitextmine.cli.filter import filter_cmd
 from bitextmine.cli.mine import mine_cmd
 from bitextmine.cli.score import score_cmd
 from bitextmine.cli.train import train_command
@@ -22,6 +23,7 @@ from bitextmine.cli.train import train_command
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Find parallel sentences in large monolingual corpora.")
 app.add_typer(encode_app, name="encode")
 app.command("mine")(mine_cmd)
+app.command("filter")(filter_cmd)
 app.command("score")(score_cmd)
 app.add_typer(bench_app, name="bench")
 app.command("train")(train_command)
