@@ -6,7 +6,8 @@ A job reports to a *listener*, a callable taking :class:`Event`. The common kind
 * ``advance`` — ``n`` more units of the current task are done;
 * ``end``     — the current task is over;
 
-and jobs add their own kinds with ``data`` (training emits ``config``, ``data``, ``step``, ``eval``...).
+and jobs add their own kinds with ``data`` (training emits ``config``, ``data``, ``step``, ``eval``...;
+``note`` carries a ``message`` the user should read).
 Inner loops that only count (the k-NN search, the encoder) take a plain ``advance(n)`` callable;
 :func:`task` turns a listener into one for the duration of a task. Library code never prints:
 the CLI's reporter draws bars and log lines from these events.

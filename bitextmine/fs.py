@@ -189,7 +189,7 @@ class OutputLock:
     """
 
     def __init__(self, target: str | Path) -> None:
-        self.target = Path(target)
+        self.target = Path(os.path.abspath(target))  # '.', 'dir/..' have no usable name
         self.path = self.target.with_name(f".{self.target.name}.lock")
         self._held = False
 

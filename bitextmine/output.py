@@ -1,8 +1,10 @@
-"""Writing mined pairs: TSV or JSONL, best first, atomically; the output checked before any work.
+"""Writing mined pairs: TSV, JSONL or parquet, best first, atomically; the output checked before any work.
 
 TSV columns: ``score src tgt`` then, on request, ``src_line tgt_line`` (plus ``src_input
 tgt_input`` when a side has several inputs) and ``src_id tgt_id``. JSONL objects carry the same
-fields by name. Line numbers refer to the original inputs. ``-`` writes to stdout.
+fields by name, parquet files the same columns (:mod:`bitextmine.parquet_io`: typed, the exact
+score, written in row groups). Line numbers refer to the original inputs. ``-`` writes to stdout
+(not parquet). Without a format, a name ending in ``.parquet`` means parquet, any other TSV.
 
 A TSV row is one line for every reader: tabs and everything that Python's ``csv`` module or
 ``str.splitlines`` takes for a line end (``\\n``, ``\\r``, ``\\v``, ``\\f``, ``\\x1c``-``\\x1e``,
@@ -10,13 +12,16 @@ A TSV row is one line for every reader: tabs and everything that Python's ``csv`
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import sys
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
+from typing import IO, TYPE_CHECKING, Any
 
 from bitextmine.errors import InputError
 from bitextmine.fs import atomic_writer, create_exclusive, temp_name
@@ -35,20 +40,44 @@ _TSV_TABLE = str.maketrans({c: " " for c in TSV_BREAKS})
 class Format(str, Enum):
     TSV = "tsv"  # score<TAB>src<TAB>tgt[...]
     JSONL = "jsonl"  # one JSON object per pair
+    PARQUET = "parquet"  # typed columns in row groups (bitextmine.parquet_io)
+
+
+def choose_format(path: str | Path, fmt: Format | str | None, fallback: Format | None, param: str = "out") -> Format | None:
+    """The format of an output file: ``fmt`` when given, else parquet for a ``.parquet`` name, else
+    ``fallback`` (None: the caller's "as the input"). InputError for parquet on stdout, a
+    ``.parquet`` name with another format given, or a parquet fallback under another name (a parquet
+    file is named so or asked for)."""
+    from bitextmine.parquet_io import SUFFIX
+
+    if fmt is not None:
+        try:
+            fmt = Format(fmt)
+        except ValueError:
+            raise InputError("{param} must be one of " + ", ".join(f.value for f in Format), param="format") from None
+    named = str(path).lower().endswith(SUFFIX)
+    if fmt is not None and named and fmt is not Format.PARQUET:
+        raise InputError(f"{path}: a .parquet name but {{format}} is {fmt.value}; give {{format}} parquet or another "
+                         "name", param=(param, "format"))
+    chosen = fmt or (Format.PARQUET if named else fallback)
+    if fmt is None and not named and chosen is Format.PARQUET:
+        raise InputError(f"{path}: the pairs are parquet; name {{param}} *.parquet or give {{format}} tsv or jsonl",
+                         param=(param, "format"))
+    if chosen is Format.PARQUET and str(path) == STDOUT:
+        raise InputError("parquet cannot be written to stdout ('-'): give {param} a file name ending in .parquet",
+                         param=param)
+    return chosen
 
 
 @dataclass
 class PairsOutput:
     path: str | Path  # a file, or "-" for stdout
-    format: Format = Format.TSV
+    format: Format | None = None  # None: parquet for a .parquet name, else TSV
     with_lines: bool = False  # add source and target line numbers
     with_ids: bool = False  # add source and target ids (sides read with id_column)
 
     def __post_init__(self) -> None:
-        try:
-            self.format = Format(self.format)
-        except ValueError:
-            raise InputError("{param} must be one of " + ", ".join(f.value for f in Format), param="format") from None
+        self.format = choose_format(self.path, self.format, Format.TSV)
 
     @property
     def to_stdout(self) -> bool:
@@ -143,48 +172,124 @@ def _has_ids(side: str | Path, id_column: bool) -> bool | None:
     return None if m is None else bool(m.get("id_column"))
 
 
+def pair_names(out: PairsOutput, src: EmbeddingStore, tgt: EmbeddingStore) -> list[str]:
+    """The columns of ``out``'s rows, score first."""
+    names = ["score", "src", "tgt"]
+    if out.with_lines:
+        names += ["src_line", "tgt_line"]
+        if len(src.manifest["inputs"]) > 1 or len(tgt.manifest["inputs"]) > 1:
+            names += ["src_input", "tgt_input"]
+    if out.with_ids:
+        names += ["src_id", "tgt_id"]
+    return names
+
+
+def pair_chunks(out: PairsOutput, pairs: Candidates, src: EmbeddingStore, tgt: EmbeddingStore,
+                rows: int = 65536) -> Iterator[dict[str, list]]:
+    """``pairs`` as column batches of at most ``rows`` rows (texts read per batch): score (rounded
+    to 6 decimals, as written, except for parquet), src, tgt and the columns ``out`` asks for."""
+    names = pair_names(out, src, tgt)
+    exact = out.format is Format.PARQUET
+    for s in range(0, len(pairs.score), rows):
+        scores = [float(v) for v in pairs.score[s : s + rows]]
+        cols: dict[str, list] = {"score": scores if exact else [_round(v) for v in scores]}
+        for n in names[1:]:
+            side, idx = (src, pairs.src) if n.startswith("src") else (tgt, pairs.tgt)
+            cols[n] = side.column(n.partition("_")[2] or "text", idx[s : s + rows])
+        yield cols
+
+
+def _round(v: float) -> float:
+    return round(v, 6) if math.isfinite(v) else v
+
+
 def write_pairs(out: PairsOutput, pairs: Candidates, src: EmbeddingStore, tgt: EmbeddingStore) -> int:
-    """Write ``pairs`` (best first) as ``out`` says; returns the number of pairs written.
+    """Write ``pairs`` (best first) as ``out`` says, streamed in batches; returns the number written.
 
     A file appears complete or not at all: an error while writing (a full disk...) is an
     InputError naming the file, the temporary file is removed and a previous file is kept.
     """
     check_output(out, stores=(src, tgt))
-    cols = {"src": src.column("text", pairs.src), "tgt": tgt.column("text", pairs.tgt)}
-    if out.with_lines:
-        cols["src_line"] = src.column("line", pairs.src)
-        cols["tgt_line"] = tgt.column("line", pairs.tgt)
-        if len(src.manifest["inputs"]) > 1 or len(tgt.manifest["inputs"]) > 1:
-            cols["src_input"] = src.column("input", pairs.src)
-            cols["tgt_input"] = tgt.column("input", pairs.tgt)
-    if out.with_ids:
-        cols["src_id"] = src.column("id", pairs.src)
-        cols["tgt_id"] = tgt.column("id", pairs.tgt)
-
-    def rows() -> Iterator[str]:
-        for i in range(len(pairs.score)):
-            score = float(pairs.score[i])
-            if out.format is Format.JSONL:
-                yield json.dumps({"score": round(score, 6), **{k: v[i] for k, v in cols.items()}}, ensure_ascii=False) + "\n"
-            else:
-                yield "\t".join([f"{score:.6f}", *(tsv_field(v[i]) for v in cols.values())]) + "\n"
-
-    write_rows(out, rows(), "pairs")
+    with writing(out, "pairs", names=pair_names(out, src, tgt)) as sink:
+        for cols in pair_chunks(out, pairs, src, tgt):
+            sink.write_columns(cols)
     return len(pairs.score)
+
+
+def render(fmt: Format, row: Mapping[str, Any], rejects: bool = False) -> str:
+    """One text line (with its line end) of a row: TSV ``score`` to 6 decimals then the other fields
+    in order (a rejects row: ``reason`` first, no ``detail``); JSONL an object (non-finite score: null)."""
+    score = float(row["score"])
+    if fmt is Format.JSONL:
+        return json.dumps({**row, "score": round(score, 6) if math.isfinite(score) else None}, ensure_ascii=False) + "\n"
+    rest = [tsv_field(v) for k, v in row.items() if k != "score" and not (rejects and k in ("reason", "detail"))]
+    return "\t".join([*([tsv_field(row["reason"])] if rejects else []), f"{score:.6f}", *rest]) + "\n"
+
+
+class RowSink:
+    """Rows into one open output: text lines (rendered, or passed through as read) or parquet row groups."""
+
+    def __init__(self, fmt: Format, fh: IO[Any], *, rejects: bool = False, names: Sequence[str] | None = None,
+                 schema: Any = None) -> None:
+        self.format, self.fh, self.rejects = fmt, fh, rejects
+        self.table = None
+        if fmt is Format.PARQUET:
+            from bitextmine.parquet_io import ParquetRows
+
+            self.table = ParquetRows(fh, names=names, schema=schema)
+
+    def write(self, row: Mapping[str, Any]) -> None:
+        if self.table is not None:
+            self.table.add(row)
+        else:
+            self.fh.write(render(self.format, row, self.rejects))
+
+    def write_line(self, line: str) -> None:
+        """A text line as read (no line end); text formats only."""
+        self.fh.write(line + "\n")
+
+    def write_columns(self, cols: Mapping[str, Sequence[Any]]) -> None:
+        if self.table is not None:
+            self.table.add_columns(cols)
+            return
+        names = list(cols)
+        for values in zip(*cols.values()):
+            self.write(dict(zip(names, values)))
+
+    def close(self) -> None:
+        if self.table is not None:
+            self.table.close()
+
+
+@contextlib.contextmanager
+def open_sink(path: str | Path, fmt: Format, **kw: Any) -> Iterator[RowSink]:
+    """A :class:`RowSink` on ``path`` (stdout for ``-``), written atomically (:func:`~bitextmine.fs.atomic_writer`)."""
+    if str(path) == STDOUT:
+        yield RowSink(fmt, sys.stdout, **kw)
+        return
+    with atomic_writer(path, "wb" if fmt is Format.PARQUET else "w") as fh:
+        sink = RowSink(fmt, fh, **kw)
+        yield sink
+        sink.close()
+
+
+@contextlib.contextmanager
+def writing(out: PairsOutput, what: str = "pairs", **kw: Any) -> Iterator[RowSink]:
+    """:func:`open_sink` for ``out``; a failed write (a full disk) is a one-line InputError, and the
+    previous file at the path is kept."""
+    try:
+        with open_sink(out.path, out.format, **kw) as sink:
+            yield sink
+    except OSError as e:
+        kept = "the previous file is kept" if Path(out.path).exists() else "nothing was written"
+        raise InputError(f"{out.path}: cannot write the {what} ({e.strerror or e}); {kept}") from None
 
 
 def write_rows(out: PairsOutput, rows: Iterable[str], what: str = "pairs") -> None:
     """Write text ``rows`` to ``out`` (stdout for ``-``), atomically; a failed write (a full disk) is a
     one-line InputError, and the previous file at the path is kept."""
-    if out.to_stdout:
-        sys.stdout.writelines(rows)
-        return
-    try:
-        with atomic_writer(out.path) as fh:
-            fh.writelines(rows)
-    except OSError as e:
-        kept = "the previous file is kept" if Path(out.path).exists() else "nothing was written"
-        raise InputError(f"{out.path}: cannot write the {what} ({e.strerror or e}); {kept}") from None
+    with writing(out, what) as sink:
+        sink.fh.writelines(rows)
 
 
 def tsv_field(v: object) -> str:

@@ -41,7 +41,8 @@ def friendly(fn: Callable) -> Callable:
             err.print(f"[bold red]error:[/] {escape(msg)}", markup=True, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
-            err.print("interrupted; finished shards are kept: rerun the same command to resume")
+            err.print("interrupted; finished work (shards, cached embeddings, checkpoints) is kept and no output was "
+                      "left half-written: rerun the same command to resume")
             raise typer.Exit(130) from None
 
     return wrapper
