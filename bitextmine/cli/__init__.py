@@ -12,6 +12,7 @@ import logging
 import typer
 
 from bitextmine import __version__
+from bitextmine.cli import bench_compare  # noqa: F401  (adds `bench compare` to bench_app)
 from bitextmine.cli import encode_import  # noqa: F401  (adds `encode import` to encode_app)
 from bitextmine.cli.bench import bench_app
 from bitextmine.cli.encode import encode_app
