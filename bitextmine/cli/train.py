@@ -142,7 +142,8 @@ def _run(config, set_, out, overwrite, export_only, print_config, stop_after, de
         t.add_row("checkpoint", f"step {res.step:,} of {res.steps:,}")
     else:
         t = Table(title=escape(f"trained → {res.output_dir}"), show_header=False)
-        t.add_row("steps", f"{res.step:,} of {res.steps:,}" + (f" (resumed at {res.resumed_from:,})" if res.resumed_from else ""))
+        t.add_row("steps", f"{res.step:,} of {res.steps:,}" + (f" (resumed at {res.resumed_from:,})" if res.resumed_from else "")
+                  + (", stopped early: no better dev score (eval.patience)" if res.stopped_early else ""))
         t.add_row("time", f"{res.seconds / 60:.1f} min")
     if res.best:
         t.add_row("best dev", f"{res.best['set']} p@1 {100 * res.best['score']:.2f} at step {res.best['step']:,}")

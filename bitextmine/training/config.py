@@ -76,6 +76,7 @@ class EvalConfig:
     max_pairs: int = 1000  # dev pairs per language (first lines of flores / of the held-out split)
     max_tokens: int = 0  # truncation when encoding dev sentences; 0 = data.max_length (the paper evaluates at 32)
     report_dirs: list[str] = field(default_factory=list)  # extra report-only sets: folders of tatoeba.xxx-eng.{xxx,eng}; never used for selection
+    patience: int = 0  # early stopping: stop after this many evaluations without a better select_on score (0 = never)
 
 
 @dataclass
@@ -128,6 +129,9 @@ class TrainConfig:
             (e.select_on in ("flores", "split", "none"), "eval.select_on must be flores, split or none"),
             (e.select_on != "flores" or bool(e.flores_dir), "eval.select_on = flores needs eval.flores_dir"),
             (e.every >= 0 and e.max_pairs >= 2, "eval.every must be >= 0 and eval.max_pairs >= 2"),
+            (e.patience >= 0, "eval.patience must be >= 0"),
+            (e.patience == 0 or (e.every > 0 and e.select_on != "none"),
+             "eval.patience needs eval.every > 0 and a selection set (eval.select_on flores or split)"),
             (r.precision in ("auto", "fp32", "bf16", "fp16"), "run.precision must be auto, fp32, bf16 or fp16"),
             (r.save_every >= 1 and self.log.every >= 1, "run.save_every and log.every must be >= 1"),
         ]
@@ -153,6 +157,7 @@ class TrainConfig:
         for k in ("output_dir", "threads"):
             d["run"].pop(k)
         d["eval"].pop("report_dirs")
+        d["eval"].pop("patience")  # when to stop, not what a step computes: a resume may change it
         d["data"].pop("cache_dir")
         d["data"].pop("cache")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

@@ -39,8 +39,8 @@ from bitextmine.training.data.batches import Sampler, make_batch
 from bitextmine.training.data.prepare import prepare_data
 from bitextmine.training.evaluate import dev_sets, evaluate
 from bitextmine.training.export import export_encoder
-from bitextmine.training.losses import translation_ranking_loss
-from bitextmine.training.metrics import MetricsLog
+from bitextmine.training.losses import lr_factor, translation_ranking_loss
+from bitextmine.training.metrics import MetricsLog, train_record
 from bitextmine.training.model import DualEncoder, disable_dropout
 from bitextmine.training.rtl import RTLHead, load_mlm_head
 
@@ -67,16 +67,7 @@ class TrainResult:
     data_report: dict = field(default_factory=dict)
     seconds: float = 0.0
     exported_only: bool = False  # export_only: nothing was trained
-
-
-# ----------------------------------------------------------------------------- helpers
-
-
-def lr_factor(step: int, warmup: int, total: int) -> float:
-    """Linear warm-up to 1 over ``warmup`` steps, then linear decay to 0 at ``total``."""
-    if warmup and step < warmup:
-        return (step + 1) / warmup
-    return max(0.0, (total - step) / max(1, total - warmup))
+    stopped_early: bool = False  # eval.patience: the dev score stopped improving
 
 
 # ----------------------------------------------------------------------------- the run
@@ -307,16 +298,7 @@ class Trainer:
                 rtl_now = float(s[1] / s[2]) if s[2] else None
                 self.emit("step", step=done, steps=total, tr=tr_now, rtl=rtl_now, lr=r["lr"])
                 if done % cfg.log.every == 0 or done == total:
-                    g = D.all_sum(window.clone(), info)
-                    dt = w_time
-                    rec = {"kind": "train", "step": done, "tr": float(g[0]) / (w_steps * cfg.optim.grad_accumulation * info.world),
-                           "lr": r["lr"], "grad_norm": r["grad_norm"], "steps_per_s": w_steps / max(dt, 1e-9),
-                           "pairs_per_s": w_steps * cfg.optim.batch_size / max(dt, 1e-9)}
-                    if g[2]:
-                        rec["rtl"] = float(g[1] / g[2])
-                        rec["loss"] = rec["tr"] + cfg.objective.rtl_weight * rec["rtl"]
-                    else:
-                        rec["loss"] = rec["tr"]
+                    rec = train_record(D.all_sum(window.clone(), info), done, w_steps, w_time, r, cfg, info.world)
                     log.write(rec)
                     self.emit("log", **rec)
                     window.zero_()
@@ -332,10 +314,16 @@ class Trainer:
                         log.write(rec)
                         self.emit("eval", step=done, results=last_eval, best=best)
                     D.barrier(info)
-                if done % cfg.run.save_every == 0 or done == total:
+                stop = self._no_progress(done, best)
+                if done % cfg.run.save_every == 0 or done == total or stop:
                     self.save_checkpoint(done, best)
                     self.emit("checkpoint", step=done)
                 result.step = done
+                if stop and done < total:
+                    result.stopped_early = True
+                    self.emit("note", message=f"stopped early at step {done:,}: no better {cfg.eval.select_on} dev score in "
+                                              f"{cfg.eval.patience} evaluations since step {best['step']:,} (eval.patience)")
+                    break
                 if stop_after is not None and done >= stop_after and done < total:
                     result.interrupted = True
                     break
@@ -346,6 +334,16 @@ class Trainer:
             result.model_dir = self.export(best, result.step)
         result.seconds = time.perf_counter() - t0
         return result
+
+    def _no_progress(self, done: int, best: dict | None) -> bool:
+        """Early stopping (``eval.patience``): ``patience`` evaluations since the best one, decided on the main
+        process (the others never see the dev scores) and shared. Derived from the step and the best step
+        only, so a resumed run stops where an uninterrupted one would."""
+        e = self.cfg.eval
+        if not e.patience or not e.every or done % e.every:
+            return False
+        stale = self.info.is_main and best is not None and (done - best["step"]) // e.every >= e.patience
+        return bool(D.broadcast_object(bool(stale), self.info))
 
     def _eval_recipe(self) -> Recipe:
         mt = self.cfg.eval.max_tokens or self.cfg.data.max_length

@@ -1,4 +1,4 @@
-"""The two DAP losses as pure functions on tensors.
+"""The two DAP losses as pure functions on tensors, and the learning-rate schedule.
 
 * Translation ranking (TR): in-batch softmax over cosine similarities divided by a temperature,
   the positive being the aligned translation; optional additive margin on the positive's cosine
@@ -73,3 +73,10 @@ def rtl_loss_sum(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Ten
     if targets.numel() == 0:
         return logits.sum() * 0.0, 0
     return F.cross_entropy(logits.float(), targets, reduction="sum"), int(targets.numel())
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """The learning-rate schedule: linear warm-up to 1 over ``warmup`` steps, then linear decay to 0 at ``total``."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    return max(0.0, (total - step) / max(1, total - warmup))

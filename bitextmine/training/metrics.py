@@ -49,3 +49,18 @@ class MetricsLog:
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+
+
+def train_record(g, step: int, steps: int, seconds: float, last: dict, cfg, world: int) -> dict:
+    """The ``train`` line of metrics.jsonl for a window of ``steps`` optimizer steps: ``g`` holds the
+    loss sums of every process (TR sum over micro-batches, RTL token-loss sum, RTL tokens); ``last``
+    is the window's last step (lr, gradient norm)."""
+    rec = {"kind": "train", "step": step, "tr": float(g[0]) / (steps * cfg.optim.grad_accumulation * world),
+           "lr": last["lr"], "grad_norm": last["grad_norm"], "steps_per_s": steps / max(seconds, 1e-9),
+           "pairs_per_s": steps * cfg.optim.batch_size / max(seconds, 1e-9)}
+    if g[2]:
+        rec["rtl"] = float(g[1] / g[2])
+        rec["loss"] = rec["tr"] + cfg.objective.rtl_weight * rec["rtl"]
+    else:
+        rec["loss"] = rec["tr"]
+    return rec
