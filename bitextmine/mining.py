@@ -8,11 +8,14 @@
 
 All three share one path: k-NN both ways (:mod:`bitextmine.knn`, one IVF training for the two
 directions), margin scores and selection (:mod:`bitextmine.margin`), then threshold and top-N.
+With ``MineOptions.filter`` the selected pairs then go through :mod:`bitextmine.filters` in the same
+run (:func:`bitextmine.filters.mined.filter_candidates`): stores and files only.
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import math
 import time
 from dataclasses import dataclass, replace
@@ -25,14 +28,15 @@ from bitextmine.corpus import Errors, check_input
 from bitextmine.embed_cache import EmbeddingCache, is_embedding_folder
 from bitextmine.errors import InputError
 from bitextmine.events import Advance, Listener, task
-from bitextmine.fs import OutputLock, remove_temps
+from bitextmine.fs import OutputLock, atomic_write_json, remove_temps
 from bitextmine.margin import Candidates, Margin, Strategy, parse_margin, parse_strategy, select
-from bitextmine.output import PairsOutput, check_output, write_pairs
+from bitextmine.output import STDOUT, PairsOutput, check_output, check_writable, write_pairs
 from bitextmine.store import EmbeddingStore, check_same_model
 from bitextmine.threshold import ThresholdChoice, resolve_threshold, saved_threshold
 
 if TYPE_CHECKING:
     from bitextmine.encoder import Encoder, EncoderOptions
+    from bitextmine.filters.pipeline import FilterOptions, FilterReport
     from bitextmine.knn import BlockSource
 
 
@@ -48,8 +52,14 @@ class MineOptions:
     dedup: bool = False  # mine unique sentences only (exact text match; stores only)
     block_rows: int = 65536  # rows per search block (bounds memory)
     use_gpu: bool | None = None  # None: FAISS GPUs when present
+    filter: FilterOptions | None = None  # filter the selected pairs (bitextmine.filters) before they are returned / written
 
     def __post_init__(self) -> None:
+        if self.filter is not None:
+            from bitextmine.filters.pipeline import FilterOptions
+
+            if not isinstance(self.filter, FilterOptions):
+                raise InputError("{param} must be a FilterOptions or None", param="filter")
         self.margin = parse_margin(self.margin)
         self.strategy = parse_strategy(self.strategy)
         if self.k < 1:
@@ -71,6 +81,8 @@ class MineResult:
     src: EmbeddingStore | None = None  # mine_files: the two sides, to read texts back
     tgt: EmbeddingStore | None = None
     written: int | None = None  # mine_files with an output: pairs written
+    filter: FilterReport | None = None  # with MineOptions.filter: counts by rule (``pairs`` are the kept ones)
+    mined: int | None = None  # with MineOptions.filter: pairs before filtering
 
 
 class SubsetBlocks:
@@ -138,8 +150,9 @@ def mine_embeddings(x: np.ndarray | BlockSource, y: np.ndarray | BlockSource, op
     Returns the pairs, best first, with row indices into ``x`` and ``y``.
     """
     opts = replace(opts, **options) if opts is not None else MineOptions(**options)
-    if opts.dedup:
-        raise InputError("{param} needs sentence texts: use mine_stores or mine_files", param="dedup")
+    for name in ("dedup", "filter"):
+        if getattr(opts, name):
+            raise InputError("{param} needs sentence texts: use mine_stores or mine_files", param=name)
     return _search_and_select(x, y, opts, None)
 
 
@@ -159,7 +172,13 @@ def mine_stores(src: EmbeddingStore, tgt: EmbeddingStore, opts: MineOptions | No
         cand = _search_and_select(xs, ys, opts, advance)
     if src_rows is not None:
         cand = Candidates(src_rows[cand.src], tgt_rows[cand.tgt], cand.score)
-    return MineResult(cand, len(xs), len(ys), time.perf_counter() - t0, opts.index, src=src, tgt=tgt)
+    res = MineResult(cand, len(xs), len(ys), time.perf_counter() - t0, opts.index, src=src, tgt=tgt)
+    if opts.filter is not None:  # exact scores and texts (mine_files filters as it writes)
+        from bitextmine.filters.mined import filter_candidates
+
+        res.mined = len(cand)
+        res.pairs, res.filter = filter_candidates(cand, src, tgt, opts.filter, listener=listener)
+    return res
 
 
 def mine_files(
@@ -173,6 +192,8 @@ def mine_files(
     errors: Errors = Errors.STRICT,
     cache_dir: str | Path | None = None,
     listener: Listener | None = None,
+    rejects: PairsOutput | str | Path | None = None,
+    report: str | Path | None = None,
 ) -> MineResult:
     """Mine SRC against TGT, each a text file or an embedding folder: what ``bitextmine mine`` does.
 
@@ -183,9 +204,16 @@ def mine_files(
     pairs are written atomically: the output location is checked before any work (its folder
     exists and is writable, it is no input and not inside an input folder, ids exist when asked
     for) and locked for the whole run, so a second run to the same file is refused.
+
+    With ``opts.filter`` the pairs are filtered as they are written (the same result as ``bitextmine
+    filter`` on the output): ``rejects`` (a path, in the output's format unless named ``.parquet``,
+    or a PairsOutput) gets the dropped pairs with their reason. ``report`` gets a JSON report of the
+    run: counts, threshold and, with a filter, the filter's counts by rule and its languages.
     """
     opts = opts or MineOptions()
     src, tgt = str(src), str(tgt)
+    rejects = _rejects_output(rejects, output, opts)
+    _check_side_outputs(output, rejects, report, [src, tgt])
     enc_opts = None
     if encoder is not None:  # torch is imported only when there is an encoder (two folders need none)
         from bitextmine.encoder import EncoderOptions
@@ -201,35 +229,97 @@ def mine_files(
     for p in texts:  # a bad path fails before the model loads (folders without a manifest: see cache.open)
         if not Path(p).is_dir():
             check_input(p)
-    with _locked(output):
+    t0 = time.perf_counter()
+    with _locked(output, rejects):
         enc, sides = open_sides(src, tgt, encoder, enc_opts, id_column=id_column, errors=errors, cache_dir=cache_dir,
                                 listener=listener, output=output)
+        if rejects is not None:
+            check_output(rejects, stores=sides)
         recipe = enc.lm.recipe if enc is not None else sides[0].manifest.get("recipe")
         choice = resolve_threshold(opts.threshold, saved_threshold(recipe), opts.margin, opts.k)
-        res = mine_stores(sides[0], sides[1], replace(opts, threshold=choice.value), listener=listener)
+        res = mine_stores(sides[0], sides[1], replace(opts, threshold=choice.value, filter=None), listener=listener)
         res.threshold = choice
-        if output is not None:
+        if opts.filter is not None:  # filtered as written: decisions on the values the files hold
+            from bitextmine.filters.mined import filter_candidates
+
+            res.mined = len(res.pairs)
+            res.pairs, res.filter = filter_candidates(res.pairs, sides[0], sides[1], opts.filter, output=output,
+                                                      rejects=rejects, listener=listener)
+            res.written = len(res.pairs) if output is not None else None
+        elif output is not None:
             res.written = write_pairs(output, res.pairs, sides[0], sides[1])
+    if report is not None:  # written last: a report names files that exist
+        _write_report(str(report), res, src, tgt, output, rejects, time.perf_counter() - t0)
     return res
 
 
-@contextlib.contextmanager
-def _locked(output: PairsOutput | None) -> Iterator[None]:
-    """Hold the output's lock for the whole run (a second run to the same file is refused, naming
-    this process); temporary files that a killed run left are removed once it is held."""
-    if output is None or output.to_stdout:
-        yield
+def _rejects_output(rejects: PairsOutput | str | Path | None, output: PairsOutput | None, opts: MineOptions) -> PairsOutput | None:
+    if rejects is None or isinstance(rejects, PairsOutput):
+        out = rejects
+    else:
+        from bitextmine.output import Format, choose_format
+
+        fallback = output.format if output is not None else Format.TSV
+        fmt = choose_format(rejects, None, fallback, "rejects")
+        out = PairsOutput(rejects, fmt, with_lines=output.with_lines if output else False,
+                          with_ids=output.with_ids if output else False)
+    if out is not None and opts.filter is None:
+        raise InputError("{rejects} needs {filter}: only filtered pairs are rejected", param=("rejects", "filter"))
+    return out
+
+
+def _check_side_outputs(output: PairsOutput | None, rejects: PairsOutput | None, report: str | Path | None,
+                        inputs: list[str]) -> None:
+    """The rejects and report files: writable, no input, each file named once, one stdout at most."""
+    named = [("out", output.path if output else None), ("rejects", rejects.path if rejects else None), ("report", report)]
+    if sum(str(p) == STDOUT for _, p in named) > 1:
+        raise InputError("only one of {out}, {rejects} and {report} can be '-' (stdout)", param=("out", "rejects", "report"))
+    seen: dict[str, str] = {}
+    for param, path in named:
+        if path is None or str(path) == STDOUT:
+            continue
+        if param != "out":
+            check_writable(path, param, inputs=inputs)
+        key = str(Path(path).resolve())
+        if key in seen:
+            raise InputError(f"{path}: given as both {{{seen[key]}}} and {{{param}}}", param=(seen[key], param))
+        seen[key] = param
+
+
+def _write_report(path: str, res: MineResult, src: str, tgt: str, output: PairsOutput | None,
+                  rejects: PairsOutput | None, seconds: float) -> None:
+    thr = res.threshold
+    doc = {"src": src, "tgt": tgt, "out": None if output is None else str(output.path),
+           "rejects": None if rejects is None else str(rejects.path), "seconds": round(seconds, 3),
+           "sentences": [res.src_count, res.tgt_count], "index": res.index,
+           "threshold": None if thr is None else {"value": thr.value, "from_model": thr.from_model, "note": thr.note},
+           "mined": len(res.pairs) if res.mined is None else res.mined, "written": res.written,
+           "filter": None if res.filter is None else res.filter.to_dict()}
+    if path == STDOUT:
+        import sys
+
+        sys.stdout.write(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
         return
-    lock = OutputLock(output.path)
-    try:
-        lock.acquire()
-    except OSError as e:
-        raise InputError(f"{output.path}: cannot create the lock file {lock.path} ({e.strerror or e})") from None
-    try:
-        remove_temps(Path(output.path))
+    with OutputLock(path):
+        atomic_write_json(path, doc)
+
+
+@contextlib.contextmanager
+def _locked(*outputs: PairsOutput | None) -> Iterator[None]:
+    """Hold the outputs' locks for the whole run (a second run to the same file is refused, naming
+    this process); temporary files that a killed run left are removed once they are held."""
+    with contextlib.ExitStack() as stack:
+        for output in outputs:
+            if output is None or output.to_stdout:
+                continue
+            lock = OutputLock(output.path)
+            try:
+                lock.acquire()
+            except OSError as e:
+                raise InputError(f"{output.path}: cannot create the lock file {lock.path} ({e.strerror or e})") from None
+            stack.callback(lock.release)
+            remove_temps(Path(output.path))
         yield
-    finally:
-        lock.release()
 
 
 def check_threads(threads: int | None) -> None:

@@ -184,18 +184,18 @@ def pair_names(out: PairsOutput, src: EmbeddingStore, tgt: EmbeddingStore) -> li
     return names
 
 
-def pair_chunks(out: PairsOutput, pairs: Candidates, src: EmbeddingStore, tgt: EmbeddingStore,
-                rows: int = 65536) -> Iterator[dict[str, list]]:
-    """``pairs`` as column batches of at most ``rows`` rows (texts read per batch): score (rounded
-    to 6 decimals, as written, except for parquet), src, tgt and the columns ``out`` asks for."""
-    names = pair_names(out, src, tgt)
-    exact = out.format is Format.PARQUET
+def pair_chunks(pairs: Candidates, src: EmbeddingStore, tgt: EmbeddingStore, names: Sequence[str] = ("score", "src", "tgt"),
+                fmt: Format = Format.PARQUET, rows: int = 65536) -> Iterator[dict[str, list]]:
+    """``pairs`` as column batches of at most ``rows`` rows (texts read per batch), the values as a
+    ``fmt`` file gives them back: text formats round the score to 6 decimals, TSV turns tabs and line
+    ends in texts into spaces; parquet keeps both as they are."""
     for s in range(0, len(pairs.score), rows):
         scores = [float(v) for v in pairs.score[s : s + rows]]
-        cols: dict[str, list] = {"score": scores if exact else [_round(v) for v in scores]}
+        cols: dict[str, list] = {"score": scores if fmt is Format.PARQUET else [_round(v) for v in scores]}
         for n in names[1:]:
             side, idx = (src, pairs.src) if n.startswith("src") else (tgt, pairs.tgt)
-            cols[n] = side.column(n.partition("_")[2] or "text", idx[s : s + rows])
+            vals = side.column(n.partition("_")[2] or "text", idx[s : s + rows])
+            cols[n] = [tsv_field(v) for v in vals] if fmt is Format.TSV and n in ("src", "tgt") else vals
         yield cols
 
 
@@ -210,8 +210,9 @@ def write_pairs(out: PairsOutput, pairs: Candidates, src: EmbeddingStore, tgt: E
     InputError naming the file, the temporary file is removed and a previous file is kept.
     """
     check_output(out, stores=(src, tgt))
-    with writing(out, "pairs", names=pair_names(out, src, tgt)) as sink:
-        for cols in pair_chunks(out, pairs, src, tgt):
+    names = pair_names(out, src, tgt)
+    with writing(out, "pairs", names=names) as sink:
+        for cols in pair_chunks(pairs, src, tgt, names, out.format):
             sink.write_columns(cols)
     return len(pairs.score)
 
@@ -229,14 +230,15 @@ def render(fmt: Format, row: Mapping[str, Any], rejects: bool = False) -> str:
 class RowSink:
     """Rows into one open output: text lines (rendered, or passed through as read) or parquet row groups."""
 
-    def __init__(self, fmt: Format, fh: IO[Any], *, rejects: bool = False, names: Sequence[str] | None = None,
+    def __init__(self, fmt: Format | None, fh: IO[Any], *, rejects: bool = False, names: Sequence[str] | None = None,
                  schema: Any = None) -> None:
-        self.format, self.fh, self.rejects = fmt, fh, rejects
+        self.format, self.fh, self.rejects = fmt, fh, rejects  # format None: text lines passed through as read
         self.table = None
         if fmt is Format.PARQUET:
             from bitextmine.parquet_io import ParquetRows
 
-            self.table = ParquetRows(fh, names=names, schema=schema)
+            empty = ("score", "src", "tgt", *(("reason", "detail") if rejects else ()))
+            self.table = ParquetRows(fh, names=names, schema=schema, empty=empty)
 
     def write(self, row: Mapping[str, Any]) -> None:
         if self.table is not None:
@@ -262,7 +264,7 @@ class RowSink:
 
 
 @contextlib.contextmanager
-def open_sink(path: str | Path, fmt: Format, **kw: Any) -> Iterator[RowSink]:
+def open_sink(path: str | Path, fmt: Format | None, **kw: Any) -> Iterator[RowSink]:
     """A :class:`RowSink` on ``path`` (stdout for ``-``), written atomically (:func:`~bitextmine.fs.atomic_writer`)."""
     if str(path) == STDOUT:
         yield RowSink(fmt, sys.stdout, **kw)

@@ -8,7 +8,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from bitextmine.cli.shared import (CacheOpt, ErrorsOpt, IdColumnOpt, KOpt, ModelOpt, NprobeOpt, PrecisionOpt, encoder_options, err, friendly,
+from bitextmine.cli.filter import FILTER_FLAGS, RejectsOpt, filter_options, given_flags, language_notes, show_filter_report, takes_filter_options
+from bitextmine.cli.shared import (CacheOpt, ErrorsOpt, IdColumnOpt, KOpt, ModelOpt, NprobeOpt, PrecisionOpt, encoder_options, err, flag, friendly,
                                    reporting, set_search_threads)
 from bitextmine.corpus import Errors
 from bitextmine.margin import Margin, Strategy
@@ -16,7 +17,9 @@ from bitextmine.output import Format
 
 
 @friendly
+@takes_filter_options(rename={"dedup": "--filter-dedup"})
 def mine_cmd(
+    ctx: typer.Context,
     src: str = typer.Argument(..., help="Source side: a text file or an embedding folder from 'encode corpus'."),
     tgt: str = typer.Argument(..., help="Target side: a text file or an embedding folder."),
     out: str = typer.Option(..., "--out", "-o", help="Output file ('-' for stdout)."),
@@ -29,7 +32,7 @@ def mine_cmd(
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Keep pairs with margin >= this (default: the model's tuned threshold, when tuned for the same --margin and -k; else all)."),
     top: Optional[int] = typer.Option(None, "--top", help="Keep only the N best pairs."),
     dedup: bool = typer.Option(False, "--dedup", help="Mine unique sentences only (exact duplicates removed)."),
-    fmt: Format = typer.Option(Format.TSV, "--format", help="tsv (score<TAB>src<TAB>tgt) or jsonl."),
+    fmt: Optional[Format] = typer.Option(None, "--format", help="tsv (score<TAB>src<TAB>tgt), jsonl or parquet (default: parquet for a .parquet --out, else tsv)."),
     with_lines: bool = typer.Option(False, "--with-lines", help="Add source and target line numbers."),
     with_ids: bool = typer.Option(False, "--with-ids", help="Add source and target ids (inputs read with --id-column)."),
     id_column: bool = IdColumnOpt,
@@ -38,15 +41,27 @@ def mine_cmd(
     cache: Optional[Path] = CacheOpt,
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads."),
     device: str = typer.Option("auto", "--device", help="auto (GPUs when present: encoder on CUDA, search with faiss-gpu if installed), cpu, cuda or cuda:N."),
+    filter_: bool = typer.Option(False, "--filter", help="Filter the pairs as they are written, as 'bitextmine filter' would (its flags below; its --dedup is --filter-dedup here)."),
+    rejects: Optional[str] = RejectsOpt,
+    report: Optional[str] = typer.Option(None, "--report", help="Write the run's counts, threshold and (with --filter) the filter's counts per rule as JSON."),
+    filter_flags: Optional[dict] = None,
 ) -> None:
     """Mine translation pairs between SRC and TGT with margin scoring over FAISS k-NN, both ways."""
     from bitextmine.embed_cache import is_embedding_folder
+    from bitextmine.errors import InputError
     from bitextmine.mining import MineOptions, check_threads, mine_files
-    from bitextmine.output import PairsOutput
+    from bitextmine.output import PairsOutput, choose_format
 
     check_threads(threads)
-    opts = MineOptions(k=k, margin=margin, strategy=strategy, index=index, nprobe=nprobe, threshold=threshold, top=top, dedup=dedup)
+    if not filter_ and (loose := given_flags(ctx, ["rejects", *(n for n, _, _ in FILTER_FLAGS if n != "dedup"), "filter_dedup"])):
+        raise InputError(f"{flag(loose[0])} needs --filter")
+    fopts = filter_options(**(filter_flags or {})) if filter_ else None
+    opts = MineOptions(k=k, margin=margin, strategy=strategy, index=index, nprobe=nprobe, threshold=threshold, top=top, dedup=dedup,
+                       filter=fopts)
     output = PairsOutput(out, fmt, with_lines=with_lines, with_ids=with_ids)
+    rej = None
+    if rejects is not None:  # --format applies to both files; else parquet by name, else as --out
+        rej = PairsOutput(rejects, choose_format(rejects, fmt, output.format, "rejects"), with_lines=with_lines, with_ids=with_ids)
     if device == "auto" and is_embedding_folder(src) and is_embedding_folder(tgt):
         encoder = None  # two folders need no model: the search is all there is (torch is not even imported)
         set_search_threads(threads)
@@ -54,7 +69,7 @@ def mine_cmd(
         encoder = encoder_options(model, precision, threads=threads, device=device)
     with reporting() as rep:
         res = mine_files(src, tgt, opts, encoder=encoder, output=output, id_column=id_column, errors=errors, cache_dir=cache,
-                         listener=rep)
+                         listener=rep, rejects=rej, report=report)
     thr = res.threshold
     t = Table(title=escape(f"mined → {out}"), show_header=False)
     t.add_row("pairs", f"{res.written:,}")
@@ -62,5 +77,10 @@ def mine_cmd(
     shown = "none" if thr.value is None else f"{thr.value:g}" + (" (model default)" if thr.from_model else "")
     t.add_row("threshold", shown + (escape(f"; {thr.note}") if thr.note else ""))
     t.add_row("scoring", f"{margin.value} margin, k={k}, {strategy.value}, index {index}")
+    if res.filter is not None:
+        t.add_row("mined", f"{res.mined:,} (before --filter)")
+        show_filter_report(t, res.filter)
     t.add_row("time", f"{res.seconds:.1f} s")
     err.print(t)
+    if res.filter is not None:
+        language_notes(res.filter)

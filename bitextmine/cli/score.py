@@ -26,7 +26,7 @@ def score_cmd(
     seed: int = typer.Option(0, "--seed", help="Draws the --reference-size sample."),
     index: str = typer.Option("auto", "--index", help="flat (exact), auto (by size), or a FAISS factory string such as IVF4096,PQ64."),
     nprobe: Optional[int] = NprobeOpt,
-    fmt: Format = typer.Option(Format.TSV, "--format", help="tsv (score<TAB>src<TAB>tgt) or jsonl."),
+    fmt: Optional[Format] = typer.Option(None, "--format", help="tsv (score<TAB>src<TAB>tgt), jsonl or parquet (default: parquet for a .parquet --out, else tsv)."),
     with_lines: bool = typer.Option(False, "--with-lines", help="Add source and target line numbers."),
     with_ids: bool = typer.Option(False, "--with-ids", help="Add source and target ids (inputs read with --id-column)."),
     id_column: bool = IdColumnOpt,
