@@ -19,6 +19,10 @@ from bitextmine.cli.shared import err, friendly
 from bitextmine.events import Event
 
 
+def _metric(dev_set: str) -> str:
+    return "F1" if dev_set == "mining" else "p@1"
+
+
 class TrainReporter:
     """Turns training's events (:mod:`bitextmine.events`) into a rich progress bar (terminal) or log
     lines every ``every`` s."""
@@ -65,7 +69,7 @@ class TrainReporter:
                 eta = (e["steps"] - e["step"]) / max(rate, 1e-9)
                 c.print(f"step {e['step']:,}/{e['steps']:,} {parts} lr {e['lr']:.2e} {rate:.2f} steps/s, ETA {eta / 60:.1f} min")
         elif kind == "eval":
-            res = " ".join(f"{k} p@1 {100 * v['mean']:.2f}" for k, v in e["results"].items())
+            res = " ".join(f"{k} {_metric(k)} {100 * v['mean']:.2f}" for k, v in e["results"].items())
             best = e.get("best")
             self._print(f"step {e['step']:,}: dev {res}" + (f" (best: step {best['step']:,}, {100 * best['score']:.2f})" if best else ""))
         elif kind == "note":
@@ -146,9 +150,9 @@ def _run(config, set_, out, overwrite, export_only, print_config, stop_after, de
                   + (", stopped early: no better dev score (eval.patience)" if res.stopped_early else ""))
         t.add_row("time", f"{res.seconds / 60:.1f} min")
     if res.best:
-        t.add_row("best dev", f"{res.best['set']} p@1 {100 * res.best['score']:.2f} at step {res.best['step']:,}")
+        t.add_row("best dev", f"{res.best['set']} {_metric(res.best['set'])} {100 * res.best['score']:.2f} at step {res.best['step']:,}")
     for name, v in (res.last_eval or {}).items():
-        t.add_row(f"last dev {name}", f"p@1 {100 * v['mean']:.2f}")
+        t.add_row(f"last dev {name}", f"{_metric(name)} {100 * v['mean']:.2f}")
     if res.model_dir:
         t.add_row("model", escape(f"{res.model_dir}  (use: --model {res.model_dir})"))
     elif res.interrupted:

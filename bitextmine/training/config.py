@@ -70,7 +70,7 @@ class OptimConfig:
 @dataclass
 class EvalConfig:
     every: int = 500  # optimizer steps between dev evaluations (0 = only at the end); best checkpoint kept (paper: 500)
-    select_on: str = "flores"  # dev set that picks the best checkpoint: "flores", "split" (held-out pairs) or "none" (last)
+    select_on: str = "flores"  # dev set that picks the best checkpoint: "flores", "split" (held-out pairs), "mining" (held-out pairs among same-domain distractors, mining F1; + Flores pairs when flores_dir is set) or "none" (last)
     flores_dir: str = ""  # folder of Flores-200 files <lang>_<Script>.txt (line-aligned with eng_Latn.txt)
     languages: list[str] = field(default_factory=list)  # dev languages (codes as in data); empty = all trained ones available
     max_pairs: int = 1000  # dev pairs per language (first lines of flores / of the held-out split)
@@ -126,12 +126,12 @@ class TrainConfig:
             (op.batch_size % op.grad_accumulation == 0, "optim.batch_size must be divisible by optim.grad_accumulation"),
             (op.lr > 0 and op.warmup_steps >= 0 and op.max_grad_norm >= 0, "optim: lr > 0, warmup_steps >= 0, max_grad_norm >= 0"),
             (len(op.betas) == 2, "optim.betas must have two values"),
-            (e.select_on in ("flores", "split", "none"), "eval.select_on must be flores, split or none"),
+            (e.select_on in ("flores", "split", "mining", "none"), "eval.select_on must be flores, split, mining or none"),
             (e.select_on != "flores" or bool(e.flores_dir), "eval.select_on = flores needs eval.flores_dir"),
             (e.every >= 0 and e.max_pairs >= 2, "eval.every must be >= 0 and eval.max_pairs >= 2"),
             (e.patience >= 0, "eval.patience must be >= 0"),
             (e.patience == 0 or (e.every > 0 and e.select_on != "none"),
-             "eval.patience needs eval.every > 0 and a selection set (eval.select_on flores or split)"),
+             "eval.patience needs eval.every > 0 and a selection set (eval.select_on flores, split or mining)"),
             (r.precision in ("auto", "fp32", "bf16", "fp16"), "run.precision must be auto, fp32, bf16 or fp16"),
             (r.save_every >= 1 and self.log.every >= 1, "run.save_every and log.every must be >= 1"),
         ]

@@ -1,7 +1,9 @@
 """Dev evaluation during training: retrieval accuracy (p@1) of the encoder being trained.
 
 Which sets (:func:`dev_sets`): Flores-200 when ``eval.flores_dir`` is given, the held-out split
-when it selects checkpoints, and every ``eval.report_dirs`` Tatoeba folder (report only). Each set
+when it selects checkpoints, the mining-style set (:mod:`~bitextmine.training.data.miningdev`:
+held-out pairs among same-domain distractors, scored by mining F1) when it selects, and every
+``eval.report_dirs`` Tatoeba folder (report only). Each set
 is embedded with the inference :class:`~bitextmine.encoder.Encoder` (so dev scores match what
 ``encode`` will produce from the exported model) and scored by :func:`bitextmine.retrieval.accuracy`,
 both directions, plain cosine.
@@ -19,10 +21,11 @@ from bitextmine.models.recipe import Recipe
 from bitextmine.retrieval import accuracy
 from bitextmine.training.config import EvalConfig
 from bitextmine.training.data.devsets import DevSet, flores_dev, split_dev, tatoeba_dev
+from bitextmine.training.data.miningdev import MiningDevSet, mining_dev, mining_f1
 from bitextmine.training.data.tokens import PreparedData
 
 
-def dev_sets(e: EvalConfig, data: PreparedData) -> list[DevSet]:
+def dev_sets(e: EvalConfig, data: PreparedData) -> list[DevSet | MiningDevSet]:
     """The dev sets the recipe asks for, for ``e.languages`` (default: every trained language)."""
     langs = e.languages or data.languages
     sets: list[DevSet] = []
@@ -30,13 +33,16 @@ def dev_sets(e: EvalConfig, data: PreparedData) -> list[DevSet]:
         sets += flores_dev(e.flores_dir, langs, e.max_pairs) if e.flores_dir else []
     if e.select_on == "split":
         sets += split_dev(data, [lang for lang in langs if lang in data.langs], e.max_pairs)
+    if e.select_on == "mining":
+        flores = [s for s in sets if s.name == "flores"]
+        sets += mining_dev(data, [lang for lang in langs if lang in data.langs], e.max_pairs, flores)
     for d in e.report_dirs:
         sets += tatoeba_dev(d, langs, e.max_pairs)
     return sets
 
 
-def evaluate(encoder: torch.nn.Module, tokenizer, recipe: Recipe, sets: list[DevSet], precision: str = "auto") -> dict:
-    """Dev retrieval p@1 per set and language ({set: {"langs": {lang: [xx->en, en->xx]}, "mean": m}})."""
+def evaluate(encoder: torch.nn.Module, tokenizer, recipe: Recipe, sets: list[DevSet | MiningDevSet], precision: str = "auto") -> dict:
+    """Dev scores per set and language ({set: {"langs": {lang: [xx->en p@1, en->xx p@1] or [mining F1]}, "mean": m}})."""
     was_training = encoder.training
     encoder.eval()
     try:
@@ -53,9 +59,11 @@ def evaluate(encoder: torch.nn.Module, tokenizer, recipe: Recipe, sets: list[Dev
             return np.stack([cache[t] for t in texts])
 
         for s in sets:
-            a, b = accuracy(embed(s.src), embed(s.tgt))  # absolute margin: nearest by cosine
             entry = out.setdefault(s.name, {"langs": {}})
-            entry["langs"][s.lang] = [a, b]
+            if isinstance(s, MiningDevSet):
+                entry["langs"][s.lang] = [mining_f1(s, embed)]
+            else:
+                entry["langs"][s.lang] = list(accuracy(embed(s.src), embed(s.tgt)))  # absolute margin: nearest by cosine
         for entry in out.values():
             entry["mean"] = float(np.mean([v for pair in entry["langs"].values() for v in pair]))
         return out

@@ -306,7 +306,7 @@ class Trainer:
                 if self.dev_sets and ((cfg.eval.every and done % cfg.eval.every == 0) or done == total):
                     if info.is_main:
                         last_eval = evaluate(self.model.encoder, self.lm.tokenizer, self._eval_recipe(), self.dev_sets, cfg.run.precision)
-                        rec = {"kind": "eval", "step": done, **{f"{k}_p@1": v["mean"] for k, v in last_eval.items()}}
+                        rec = {"kind": "eval", "step": done, **{f"{k}_{'f1' if k == 'mining' else 'p@1'}": v["mean"] for k, v in last_eval.items()}}
                         sel = cfg.eval.select_on
                         if sel in last_eval and (best is None or last_eval[sel]["mean"] > best["score"]):
                             best = self.save_best(done, last_eval[sel]["mean"], last_eval)

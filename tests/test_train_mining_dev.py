@@ -1,0 +1,62 @@
+"""The mining-style dev set (training/data/miningdev.py): layout, scoring, and selection on it."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_faults_train import metrics, recipe, train, write_pairs
+
+from bitextmine.training.data.devsets import DevSet
+from bitextmine.training.data.miningdev import MiningDevSet, mining_dev, mining_f1
+
+
+class _Lang:
+    def __init__(self, dev):
+        self.dev = dev
+
+
+class _Data:
+    def __init__(self, langs):
+        self.langs = {k: _Lang(v) for k, v in langs.items()}
+
+
+def _held(n, tag="x"):
+    return [(f"{tag}{i}", f"en{i}") for i in range(n)]
+
+
+def test_layout_gold_half_and_distractors_on_both_sides():
+    data = _Data({"de": _held(20), "fr": _held(5)})
+    flores = [DevSet("flores", "de", ["fx0", "fx1", "fx2", "fx3"], ["fe0", "fe1", "fe2", "fe3"])]
+    (s,) = mining_dev(data, ["de", "fr"], 100, flores)  # fr has too few held-out pairs
+    assert s.lang == "de" and len(s.gold) == 10 + 4  # half the held-out pairs, and up to half as many Flores pairs
+    assert s.src[:10] == [f"x{i}" for i in range(10)] and s.src[10:14] == ["fx0", "fx1", "fx2", "fx3"]
+    assert s.src[-5:] == [f"x{i}" for i in range(10, 15)]  # xx distractors: their English is absent
+    assert sorted(s.tgt) == sorted([f"en{i}" for i in range(10)] + ["fe0", "fe1", "fe2", "fe3"] + [f"en{i}" for i in range(15, 20)])
+    for i, j in s.gold:
+        assert s.tgt[j] == {**{f"x{k}": f"en{k}" for k in range(10)}, **{f"fx{k}": f"fe{k}" for k in range(4)}}[s.src[i]]
+    assert mining_dev(data, ["de"], 100, flores)[0].tgt == s.tgt  # a fixed shuffle
+
+
+def test_f1_is_one_for_a_perfect_embedder_and_drops_when_distractors_look_like_partners():
+    s = MiningDevSet("mining", "de", ["a", "b", "c", "d", "e"], ["A", "B", "C", "Z"], {(0, 0), (1, 1), (2, 2)})
+    rng = np.random.default_rng(0)
+    base = {k: v / np.linalg.norm(v) for k, v in zip("abcdez", rng.normal(size=(6, 16)))}
+
+    def perfect(texts):
+        return np.stack([base[t.lower()] for t in texts]).astype(np.float32)
+
+    assert mining_f1(s, perfect) == pytest.approx(1.0)
+
+    def confused(texts):  # the partner of "c" looks exactly like the distractor "d"
+        return np.stack([base["d" if t == "C" else t.lower()] for t in texts]).astype(np.float32)
+
+    assert mining_f1(s, confused) < 1.0
+
+
+def test_training_selects_on_mining_f1(tmp_path, tiny_model, monkeypatch):
+    write_pairs(tmp_path / "data", n=200)
+    monkeypatch.chdir(tmp_path)
+    cfg = recipe(tmp_path, tiny_model, steps=2, save_every=2, eval_every=2)
+    res = train("--config", cfg, "--out", tmp_path / "run", "--set", 'eval.select_on="mining"', "--set", "data.dev_max=40")
+    assert "mining F1" in res.output
+    evals = [r for r in metrics(tmp_path / "run") if r["kind"] == "eval"]
+    assert evals and 0 < evals[-1]["mining_f1"] <= 1
