@@ -105,3 +105,13 @@ def corpus(tmp_path):
             lines.append("")  # blank lines must not shift line numbers
     p.write_text("\n".join(lines) + "\n")
     return p, sents
+
+
+def one_line_error(res) -> str:
+    """A failed CLI run (typer's CliRunner result): a single 'error:' line, no traceback, a non-zero
+    exit code other than 1 (1 is an uncaught exception). Returns the line."""
+    assert res.exit_code not in (0, 1), res.output + repr(res.exception)
+    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
+    lines = [ln for ln in res.output.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), res.output
+    return lines[0]

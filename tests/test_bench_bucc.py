@@ -15,7 +15,7 @@ from bucc_cases import (
     write_archive,
     write_files,
 )
-from conftest import need_shared
+from conftest import need_shared, one_line_error
 from typer.testing import CliRunner
 
 from bitextmine.bench.bucc import (
@@ -35,12 +35,6 @@ def bucc_data(tmp_path):
     return make_bucc_data(tmp_path)
 
 
-def one_line_error(res) -> str:
-    assert res.exit_code != 0, res.output
-    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
-    lines = [ln for ln in res.output.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), res.output
-    return lines[0]
 
 
 def run(*args, ok: bool = True):

@@ -7,7 +7,7 @@ import random
 
 import numpy as np
 import pytest
-from conftest import make_sentences, need_shared
+from conftest import make_sentences, need_shared, one_line_error
 from typer.testing import CliRunner
 
 from bitextmine.bench.tatoeba import (
@@ -142,11 +142,6 @@ def tatoeba_data(tmp_path):
     return data, eng, shuffled
 
 
-def one_line_error(res) -> str:
-    assert res.exit_code != 0, res.output
-    lines = [ln for ln in res.output.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), res.output
-    return lines[0]
 
 
 def run(*args, ok: bool = True):

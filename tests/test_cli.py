@@ -4,10 +4,10 @@ import json
 import random
 
 import pytest
+from conftest import make_sentences, one_line_error
 from typer.testing import CliRunner
 
 from bitextmine.cli import app
-from conftest import make_sentences
 
 runner = CliRunner()
 
@@ -19,13 +19,6 @@ def run(*args: str, ok: bool = True):
     return res
 
 
-def one_line_error(res) -> str:
-    """A failed command prints a single 'error:' line and no traceback."""
-    assert res.exit_code != 0
-    assert "Traceback" not in res.output and res.exception is None or isinstance(res.exception, SystemExit)
-    lines = [ln for ln in res.output.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), res.output
-    return lines[0]
 
 
 @pytest.fixture
@@ -148,8 +141,9 @@ def test_stdin_input(tiny_model, tmp_path):
     res = runner.invoke(app, ["encode", "corpus", "-", "--out", str(tmp_path / "e"), "--model", str(tiny_model)],
                         input="\n".join(sents) + "\n")
     assert res.exit_code == 0, res.output
-    from bitextmine.store import EmbeddingStore
     import numpy as np
+
+    from bitextmine.store import EmbeddingStore
 
     assert EmbeddingStore(tmp_path / "e").column("text", np.arange(30)) == sents
 

@@ -6,15 +6,20 @@ import json
 
 import numpy as np
 import pytest
+from conftest import make_sentences, one_line_error
 from typer.testing import CliRunner
 
 from bitextmine.cli import app
 from bitextmine.encode_job import encode_corpus
 from bitextmine.errors import MismatchError
-from bitextmine.importer import ImportOptions, import_embeddings, import_fingerprint, open_embeddings
+from bitextmine.importer import (
+    ImportOptions,
+    import_embeddings,
+    import_fingerprint,
+    open_embeddings,
+)
 from bitextmine.mining import MineOptions, mine_stores
 from bitextmine.store import EmbeddingStore
-from conftest import make_sentences
 
 runner = CliRunner()
 
@@ -26,11 +31,6 @@ def run(*args, ok: bool = True):
     return res
 
 
-def one_line_error(res) -> str:
-    assert res.exit_code != 0 and (res.exception is None or isinstance(res.exception, SystemExit)), res.output
-    lines = [ln for ln in res.output.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), res.output
-    return lines[0]
 
 
 def all_rows(store: EmbeddingStore) -> np.ndarray:

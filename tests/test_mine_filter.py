@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import make_sentences
+from conftest import make_sentences, one_line_error
 from typer.testing import CliRunner
 
 from bitextmine.cli import app
@@ -26,12 +26,6 @@ def run(*args, ok=True):
     return res
 
 
-def one_line_error(res) -> str:
-    assert res.exit_code != 0, res.output
-    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
-    lines = [ln for ln in res.output.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), res.output
-    return lines[0]
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import make_sentences, one_line_error
 from typer.testing import CliRunner
 
 from bitextmine import scoring
@@ -13,9 +14,15 @@ from bitextmine.encode_job import encode_corpus
 from bitextmine.errors import InputError, MismatchError
 from bitextmine.mining import MineOptions, mine_files, mine_stores
 from bitextmine.output import PairsOutput
-from bitextmine.scoring import ScoreOptions, check_aligned, reference_rows, score_files, score_pairs, score_stores
+from bitextmine.scoring import (
+    ScoreOptions,
+    check_aligned,
+    reference_rows,
+    score_files,
+    score_pairs,
+    score_stores,
+)
 from bitextmine.store import EmbeddingStore
-from conftest import make_sentences
 
 runner = CliRunner()
 
@@ -27,11 +34,6 @@ def run(*args, ok: bool = True):
     return res
 
 
-def one_line_error(res) -> str:
-    assert res.exit_code != 0 and (res.exception is None or isinstance(res.exception, SystemExit)), res.output
-    lines = [ln for ln in res.output.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), res.output
-    return lines[0]
 
 
 def unit(a: np.ndarray) -> np.ndarray:
