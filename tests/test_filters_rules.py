@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bitextmine.errors import InputError
 from bitextmine.filters import REASONS, FilterOptions, FilterReport, PairFilter, filter_pairs, parse_language
-from bitextmine.filters.rules import length_ratio, normalise, numbers, overlap, urls
+from bitextmine.filters.rules import length_ratio, normalise, numbers, overlap, overlap_reaches, urls
 
 DE = "Der Hund bellt jeden Morgen laut im Garten."
 EN = "The dog barks loudly in the garden every morning."
@@ -149,3 +151,12 @@ def test_normalise():
     assert normalise("  Hello,   WORLD! 123 — «ok»\u200b ") == "hello world 000 ok"
     assert normalise("ＡＢＣ１２３") == "abc000"
     assert normalise("नमस्ते दुनिया।") == "नमस्ते दुनिया"  # combining vowel signs stay, the danda goes
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet="abcde ", max_size=30), st.text(alphabet="abcde ", max_size=30), st.sampled_from([0.1, 0.5, 0.8, 1.0]))
+def test_overlap_reaches_is_overlap_above_the_limit(a, b, limit):
+    """The early-exit test answers exactly like computing the overlap and comparing."""
+    full = overlap(a, b)
+    got = overlap_reaches(a, b, limit)
+    assert got == (full if full >= limit else None)

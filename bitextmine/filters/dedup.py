@@ -18,6 +18,7 @@ kept pair from one that is equal only after normalisation.
 from __future__ import annotations
 
 import hashlib
+from array import array
 
 import numpy as np
 
@@ -35,12 +36,14 @@ def pair_text(src: str, tgt: str) -> str:
 
 
 class HashTable:
-    """64-bit keys → small unsigned values, in two numpy arrays."""
+    """64-bit keys → small unsigned values, in two flat arrays (``array.array``: 8 bytes a key, no
+    Python object per entry; probing reads plain Python ints, growing is vectorised with numpy)."""
 
     def __init__(self, value_dtype: type = np.uint32, capacity: int = 1 << 12) -> None:
         cap = 1 << max(4, (capacity - 1).bit_length())
-        self._keys = np.zeros(cap, dtype=np.uint64)
-        self._vals = np.zeros(cap, dtype=value_dtype)
+        self._vtype = np.dtype(value_dtype)
+        self._keys = array("Q", bytes(8 * cap))
+        self._vals = array(self._vtype.char, bytes(self._vtype.itemsize * cap))
         self._mask = cap - 1
         self._n = 0
 
@@ -49,13 +52,13 @@ class HashTable:
 
     @property
     def nbytes(self) -> int:
-        return self._keys.nbytes + self._vals.nbytes
+        return len(self._keys) * 8 + len(self._vals) * self._vals.itemsize
 
     def _find(self, key: int) -> tuple[int, bool]:
         keys, mask = self._keys, self._mask
         i = key & mask
         while True:
-            k = int(keys[i])
+            k = keys[i]
             if k == key:
                 return i, True
             if k == 0:
@@ -64,7 +67,7 @@ class HashTable:
 
     def get(self, key: int) -> int | None:
         i, found = self._find(key)
-        return int(self._vals[i]) if found else None
+        return self._vals[i] if found else None
 
     def put(self, key: int, value: int) -> None:
         i, found = self._find(key)
@@ -77,12 +80,13 @@ class HashTable:
         self._vals[i] = value
 
     def _grow(self) -> None:
-        used = self._keys != 0
-        old_k, old_v = self._keys[used], self._vals[used]
-        cap = 2 * len(self._keys)
+        old_keys = np.frombuffer(self._keys, dtype=np.uint64)
+        used = old_keys != 0
+        old_k, old_v = old_keys[used], np.frombuffer(self._vals, dtype=self._vtype)[used]
+        cap = 2 * len(old_keys)
         mask = np.uint64(cap - 1)
         keys = np.zeros(cap, dtype=np.uint64)
-        vals = np.zeros(cap, dtype=self._vals.dtype)
+        vals = np.zeros(cap, dtype=self._vtype)
         pos = (old_k & mask).astype(np.int64)
         pending = np.arange(len(old_k))
         while pending.size:
@@ -95,7 +99,7 @@ class HashTable:
             placed[winners] = True
             pending = pending[~placed[pending]]
             pos[pending] = (pos[pending] + 1) & (cap - 1)
-        self._keys, self._vals, self._mask = keys, vals, cap - 1
+        self._keys, self._vals, self._mask = array("Q", keys.tobytes()), array(self._vtype.char, vals.tobytes()), cap - 1
 
 
 class PairDedup:

@@ -45,7 +45,7 @@ from bitextmine.errors import InputError
 from bitextmine.filters.langs import Language, language_of_group, parse_language
 from bitextmine.filters.lid import DEFAULT_THRESHOLD, LanguageID, shared_identifier
 from bitextmine.filters.rules import (disagree, length_factor, length_ratio, normalise, number_strings, numbers, numbers_disagree,
-                                      overlap, urls)
+                                      overlap_reaches, urls)
 
 REASONS = ("score", "min_length", "max_length", "ratio", "identical", "numbers", "urls", "duplicate",
            "near_duplicate", "src_cap", "tgt_cap", "src_lid", "tgt_lid")
@@ -207,7 +207,7 @@ class PairFilter:
         if o.max_ratio is not None and (ratio := length_ratio(ls, lt)) > o.max_ratio:
             return Decision(False, "ratio", f"{ratio:.2f} > {o.max_ratio:g}")
         ns, nt = (normalise(src), normalise(tgt)) if self._normalise else (src, tgt)
-        if o.max_overlap is not None and (ov := overlap(ns, nt)) >= o.max_overlap:
+        if o.max_overlap is not None and (ov := overlap_reaches(ns, nt, o.max_overlap)) is not None:
             return Decision(False, "identical", f"overlap {ov:.2f}")
         if o.numbers and numbers_disagree(numbers(src), numbers(tgt)):
             return Decision(False, "numbers", f"{' '.join(number_strings(src))} | {' '.join(number_strings(tgt))}")

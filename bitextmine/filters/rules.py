@@ -95,13 +95,38 @@ def overlap(norm_src: str, norm_tgt: str) -> float:
     return len(a & b) / len(a | b)
 
 
+def overlap_reaches(norm_src: str, norm_tgt: str, limit: float) -> float | None:
+    """:func:`overlap` when it is at least ``limit``, else None; most pairs are answered after a few
+    substring tests instead of building two trigram sets.
+
+    Jaccard ≥ limit needs |A ∩ B| ≥ limit·|A ∪ B| ≥ limit·|A|: at most (1 - limit)·|A| of the source's
+    trigrams may be absent from the target. The source's trigrams are tested in order with ``in``
+    (a trigram of A is in B exactly when it is a substring of the target); once more distinct ones
+    are missing than (1 - limit) times the number of trigram positions (≥ |A|), the answer is None."""
+    a, b = (norm_src, norm_tgt) if len(norm_src) <= len(norm_tgt) else (norm_tgt, norm_src)
+    positions = max(1, len(a) - 2)
+    allowed = (1.0 - limit) * positions
+    missing: set[str] = set()
+    for i in range(positions):
+        g = a[i:i + 3]
+        if g not in b and g not in missing:
+            missing.add(g)
+            if len(missing) > allowed:
+                return None
+    ov = overlap(norm_src, norm_tgt)
+    return ov if ov >= limit else None
+
+
 _SEP = re.compile(r"(?<=\d)[,.:'’\u00a0\u202f\u2009\u066b\u066c](?=\d)")
 _DIGITS = re.compile(r"\d+")
 
 
+_ANY_DIGIT = re.compile(r"\d")  # Unicode Nd: the only characters the digit table maps, so no match, no number
+
+
 def numbers(text: str) -> frozenset[str]:
     """The numbers in ``text`` as ASCII digit strings without leading or trailing zeros."""
-    if not any(c.isdigit() for c in text):
+    if _ANY_DIGIT.search(text) is None:
         return frozenset()
     t = _SEP.sub("", text).translate(_tables()[1])
     return frozenset((m.strip("0") or "0") for m in _DIGITS.findall(t))
