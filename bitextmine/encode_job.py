@@ -29,6 +29,7 @@ from bitextmine.encoder import Encoder
 
 if TYPE_CHECKING:
     from bitextmine.encoder import EncoderOptions
+    from bitextmine.ray_engine import RayOptions
 from bitextmine.errors import InputError, MismatchError, StoreError
 from bitextmine.events import Listener, task
 from bitextmine.fs import OutputLock, is_temp_name
@@ -79,6 +80,8 @@ def _settings(encoder: Encoder, inputs: list[str], opts: EncodeOptions) -> dict:
         "errors": opts.errors.value,
         "shard_size": opts.shard_size,
         "numerics": encoder.numerics,  # what the embeddings' bits depend on besides model and texts
+        # where the embedding ran when not in this process (bitextmine.ray_engine): not part of the bits, not checked on resume
+        **({"engine": encoder.engine} if getattr(encoder, "engine", None) else {}),
     }
 
 
@@ -213,12 +216,23 @@ def open_encoder(opts: EncoderOptions, listener: Listener | None = None) -> Enco
 
 
 def encode_files(inputs: list[str], out: str | Path, encoder: Encoder | EncoderOptions, opts: EncodeOptions | None = None, *,
-                 listener: Listener | None = None) -> EncodeSummary:
-    """What ``bitextmine encode corpus`` does: check the inputs, load the model, embed into ``out``."""
+                 listener: Listener | None = None, engine: RayOptions | None = None) -> EncodeSummary:
+    """What ``bitextmine encode corpus`` does: check the inputs, load the model, embed into ``out``.
+
+    ``engine``: embed on a pool of Ray actors that each load ``encoder`` (EncoderOptions), same bytes
+    as a local run (:mod:`bitextmine.ray_engine`); None embeds in this process.
+    """
     if not inputs:
         raise InputError("no input given")
     for p in inputs:  # fail on a bad path before spending time loading the model
         check_input(p)
+    if engine is not None:
+        from bitextmine.ray_engine import open_ray_encoder
+
+        if isinstance(encoder, Encoder):
+            raise InputError("the Ray engine loads the model on its workers: pass EncoderOptions, not a loaded Encoder")
+        with open_ray_encoder(encoder, engine, listener) as ray_enc:
+            return encode_corpus(inputs, out, ray_enc, opts, listener=listener)  # type: ignore[arg-type]
     enc = encoder if isinstance(encoder, Encoder) else open_encoder(encoder, listener)
     return encode_corpus(inputs, out, enc, opts, listener=listener)
 

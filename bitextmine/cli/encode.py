@@ -1,6 +1,7 @@
 """``bitextmine encode``: embed corpora into sharded Arrow folders."""
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -8,8 +9,14 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from bitextmine.cli.shared import DeviceOpt, ErrorsOpt, IdColumnOpt, ModelOpt, PrecisionOpt, encoder_options, err, friendly, reporting
+from bitextmine.cli.shared import DeviceOpt, ErrorsOpt, IdColumnOpt, ModelOpt, PrecisionOpt, encoder_options, err, flag, friendly, reporting
 from bitextmine.corpus import Errors
+
+
+class Engine(str, Enum):
+    LOCAL = "local"
+    RAY = "ray"
+
 
 encode_app = typer.Typer(no_args_is_help=True, help="Embed sentences into sharded Arrow files.")
 
@@ -31,6 +38,11 @@ def encode_corpus_cmd(
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for the encoder."),
     device: str = DeviceOpt,
     overwrite: bool = typer.Option(False, "--overwrite", help="Discard an existing output folder instead of resuming."),
+    engine: Engine = typer.Option(Engine.LOCAL, "--engine", help="local: embed in this process; ray: on a pool of Ray actors (pip install 'bitextmine\\[ray]'), same output bytes."),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster: auto (a running one), HOST:PORT, or local (start one here); default: RAY_ADDRESS, a cluster on this machine, else local."),
+    workers: int | None = typer.Option(None, "--workers", help="Ray encoder actors, each loading the model once (default: as many as the cluster's CPUs or GPUs hold)."),
+    cpus_per_worker: float | None = typer.Option(None, "--cpus-per-worker", help="CPUs per Ray actor (default 1)."),
+    gpus_per_worker: float | None = typer.Option(None, "--gpus-per-worker", help="GPUs per Ray actor (default 0: CPU actors)."),
 ) -> None:
     """Stream a corpus into sharded Arrow embedding files (resumable)."""
     from bitextmine.encode_job import EncodeOptions, encode_files
@@ -38,8 +50,16 @@ def encode_corpus_cmd(
     opts = EncodeOptions(shard_size=shard_size, id_column=id_column, errors=errors, overwrite=overwrite)
     enc_opts = encoder_options(model, precision, batch_tokens=batch_tokens, pooling=pooling, prefix=prefix,
                                max_tokens=max_tokens, threads=threads, device=device)
+    ray_flags = {"address": address, "workers": workers, "cpus_per_worker": cpus_per_worker, "gpus_per_worker": gpus_per_worker}
+    run_on = None
+    if engine is Engine.RAY:
+        from bitextmine.ray_engine import RayOptions
+
+        run_on = RayOptions(**{k: v for k, v in ray_flags.items() if v is not None})
+    elif given := [k for k, v in ray_flags.items() if v is not None]:
+        raise typer.BadParameter("applies to --engine ray only, not to the local engine", param_hint=flag(given[0]))
     with reporting() as rep:
-        s = encode_files(inputs, out, enc_opts, opts, listener=rep)
+        s = encode_files(inputs, out, enc_opts, opts, listener=rep, engine=run_on)
     enc = s.encoder
     t = Table(title=escape(f"encoded → {s.out}"), show_header=False)
     t.add_row("sentences", f"{s.sentences:,}")
@@ -48,6 +68,9 @@ def encode_corpus_cmd(
         notes.append(f"re-encoded from shard {s.reencoded_from}: {s.reencode_reason}")
     t.add_row("shards", escape(f"{s.shards} ({'; '.join(notes)})" if notes else str(s.shards)))
     t.add_row("embedded now", f"{s.encoded:,} in {s.seconds:.1f} s ({s.sentences_per_second:,.1f} sentences/s)")
+    if getattr(enc, "engine", None):
+        e = enc.engine
+        t.add_row("engine", f"Ray: {e['workers']} workers on {e['nodes']} nodes ({e['cpus_per_worker']:g} CPUs, {e['gpus_per_worker']:g} GPUs each)")
     t.add_row("model", escape(f"{enc.lm.source} (fingerprint {enc.lm.fingerprint}), {enc.dim} dims, {str(enc.dtype).removeprefix('torch.')}"))
     t.add_row("blank lines skipped", f"{s.read.get('blank', 0):,}")
     t.add_row("truncated at max tokens", f"{s.truncated:,} (limit {enc.lm.recipe.max_tokens})")
