@@ -2,9 +2,12 @@
 
 Two paths:
 
-* ``index="flat"`` (exact): blocked brute force (:mod:`.flat`). The database is read one block
-  of ``block_rows`` rows at a time and never held whole; peak memory is about two blocks plus
-  the (nq, k) result, whatever the sizes.
+* ``index="flat"`` (exact): blocked brute force. On the CPU (:mod:`.pairwise`), the similarity
+  matrix is computed tile by tile with BLAS (float32, or bf16 candidates re-scored in float32
+  where the CPU has bf16 matrix units: :mod:`.tiles`) and :func:`knn_pair` takes BOTH directions
+  from the same tiles (row-wise and column-wise top-k): half the work of two searches. On GPUs,
+  FAISS's flat index (:mod:`.flat`). The database is read one block of ``block_rows`` rows at a
+  time and never held whole; peak memory is about two blocks plus the (n, k) results.
 * any other string: a FAISS ``index_factory`` description with ``METRIC_INNER_PRODUCT``
   (``"IVF1024,Flat"``, ``"IVF4096,SQfp16"``, ``"IVF4096,PQ64"``, ``"HNSW32"``...), trained on a
   random sample of the database, filled block by block, then searched block by block (:mod:`.ivf`).
@@ -24,8 +27,10 @@ is one direction of the same dispatch (:func:`_one_way`).
 Results are ``(D, I)``: (nq, k_eff) float32 similarities sorted descending and (nq, k_eff) int64
 row indices into the database, with ``k_eff = min(k, len(database))``. Equal similarities are
 listed by increasing id; when several rows tie for the last places, which of them make the cut
-is FAISS's heap choice (it may depend on ``block_rows``). Deduplicate sentences first if that
-matters. An approximate index may find fewer than ``k_eff`` hits for a query;
+is the search's choice (it may depend on ``block_rows``; the CPU exact path keeps the lower
+ids). Deduplicate sentences first if that matters. On the CPU, results do not depend on the
+number of threads: work is cut into pieces of fixed size, each computed on one thread
+(:mod:`.workers`). An approximate index may find fewer than ``k_eff`` hits for a query;
 the missing entries are ``I = -1``, ``D = -inf`` (at the end of the row).
 
 GPUs (:mod:`.gpu`): ``use_gpu=None`` uses every GPU FAISS sees (indexes sharded over them) and
@@ -48,8 +53,7 @@ from .centred import _centred_spec, _Coarse
 from .flat import _flat_knn
 from .gpu import GpuFallbackWarning, _use_gpus
 from .ivf import _fill, _new_index, _search, _train
-from .policy import _check, _resolve, auto_index
-from .sources import ArrayBlocks, BlockSource, _as_source
+from .pairwise import exact_search
 
 # Re-exported for code that reads them here; the search itself uses .policy's and .gpu's own
 # (patch those modules, not this one, to change the auto rule or the GPU detection in a test).
@@ -58,6 +62,8 @@ from .policy import AUTO_MEMORY_BUDGET as AUTO_MEMORY_BUDGET
 from .policy import AUTO_NPROBE_FRACTION as AUTO_NPROBE_FRACTION
 from .policy import AUTO_NPROBE_MAX as AUTO_NPROBE_MAX
 from .policy import AUTO_NPROBE_MIN as AUTO_NPROBE_MIN
+from .policy import _check, _resolve, auto_index
+from .sources import ArrayBlocks, BlockSource, _as_source
 
 __all__ = ["ArrayBlocks", "BlockSource", "GpuFallbackWarning", "SearchOptions", "auto_index", "knn", "knn_pair"]
 
@@ -137,6 +143,9 @@ def knn_pair(
     gpu = _use_gpus(o.use_gpu)
     fwd_spec = _resolve(index, len(ys), ys.dim, nprobe, train_size)
     bwd_spec = _resolve(index, len(xs), xs.dim, nprobe, train_size)
+    if not gpu and fwd_spec[0].lower() == bwd_spec[0].lower() == "flat" and len(xs) and len(ys):
+        fwd, bwd = exact_search(xs, ys, k, block_rows, progress, both=True)
+        return fwd, bwd  # type: ignore[return-value]
     shared = coarse = None
     if fwd_spec == bwd_spec and fwd_spec[0].lower() != "flat" and len(xs) and len(ys):
         if not gpu and _centred_spec(fwd_spec[0]) is not None:
@@ -179,6 +188,8 @@ def _one_way(
             progress(nq)
         return np.empty((nq, k_eff), np.float32), np.empty((nq, k_eff), np.int64)
     if spec.lower() == "flat":
+        if not gpu:
+            return exact_search(qs, db, k_eff, block_rows, progress, both=False)[0]
         return _flat_knn(qs, db, k_eff, block_rows, gpu, progress)
     if coarse is not None:
         return coarse.search(qs, sides[0], db, sides[1], k_eff, nprobe, block_rows, progress)

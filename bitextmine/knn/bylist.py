@@ -15,7 +15,7 @@ import faiss
 import numpy as np
 
 from .sources import BlockSource, _blocks
-from .workers import _canonical, _Workers
+from .workers import SHARES, _canonical, _Workers
 
 
 def _ivf_of(index: Any) -> Any:
@@ -77,7 +77,8 @@ def _search_ivf_by_list(
     nearest lists (one product with the centroids), then compare every list with all the
     queries that probe it in one product, merging the per-list top-k into per-query heaps.
     Same probed lists and scores as ``ivf.search``; each list is read once per query block.
-    The lists are shared out over the worker threads, each filling its own heaps, merged at the end.
+    The lists are dealt into ``SHARES`` fixed shares, each filling its own heap on a worker thread,
+    merged in share order at the end (the same for any number of workers).
     ``shift``: subtracted from the queries for the list assignment only (centred probing)."""
     nq = len(qs)
     nlist, nprobe = int(ivf.nlist), min(int(ivf.nprobe), int(ivf.nlist))
@@ -102,7 +103,7 @@ def _search_ivf_by_list(
             active = np.nonzero((bounds[1:] > bounds[:-1]) & (sizes > 0))[0]
             work = (bounds[active + 1] - bounds[active]) * sizes[active]
             active = active[np.argsort(-work, kind="stable")]  # biggest first, dealt round-robin
-            shares = [active[w :: workers.n] for w in range(workers.n)]
+            shares = [active[w::SHARES] for w in range(SHARES)]  # fixed shares: results independent of the workers
 
             def scan(share: np.ndarray, xq=xq, m=m, lists=lists, owners=owners, bounds=bounds) -> faiss.ResultHeap:
                 heap = faiss.ResultHeap(m, k, keep_max=True)

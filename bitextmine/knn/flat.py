@@ -1,4 +1,7 @@
-"""Exact search, blocked: the database is read one block at a time and never held whole.
+"""Exact search with FAISS, blocked: the database is read one block at a time and never held whole.
+
+Used on GPUs (FAISS flat indexes sharded over them); exact search on the CPU goes through
+:mod:`.pairwise` (one pass for both directions, thread-count independent results).
 
 Queries are processed in blocks of ``block_rows`` rows too. For each query block, every database
 block is searched with FAISS's exhaustive inner-product kernel (BLAS GEMM + heap, the same kernel

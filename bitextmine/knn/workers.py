@@ -6,16 +6,42 @@ independent workers need no OpenMP barrier after every small operation, which is
 for exact search and over 10x for the by-list IVF search on a 2-core machine shared with other
 jobs (``benchmarks/mine.py``). FAISS thread counts themselves are left to the caller.
 
+Work is cut into pieces of a FIXED size (:data:`SLICE_ROWS` query rows, :data:`SHARES` list
+shares), never into one piece per worker: every piece is computed the same way by a single-threaded
+BLAS whatever the number of workers, and merged in a fixed order, so results are bit-identical
+for any thread count (BLAS products of different shapes or thread counts differ in the last bits).
+The exact search's own matrix products run on numpy's BLAS held to one thread per worker
+(:func:`_single_blas`, with threadpoolctl; without it numpy's BLAS keeps its own threads and
+the last bits may depend on their number).
+
 Every path then puts its results in one canonical order (:func:`_canonical`), so that exact and
 approximate searches, blocked or not, list equal similarities the same way.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import faiss
 import numpy as np
+
+#: query rows of one piece of work (FAISS's own exhaustive search block): independent of the thread count.
+SLICE_ROWS = 4096
+#: shares the lists of a by-list IVF block are dealt into, each with its own heap (merged in order).
+SHARES = 8
+
+
+@contextlib.contextmanager
+def _single_blas() -> Iterator[None]:
+    """numpy's BLAS (and other BLAS libraries threadpoolctl finds) on one thread for the duration."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(1, user_api="blas"):
+        yield
 
 
 class _Workers:
@@ -26,22 +52,22 @@ class _Workers:
         self._pool = ThreadPoolExecutor(self.n, initializer=faiss.omp_set_num_threads, initargs=(1,)) if self.n > 1 else None
 
     def map(self, fn: Callable, items: list) -> list:
-        if self._pool is None or len(items) < 2:
+        """``fn`` of every item, in order; always on the worker threads when there are several
+        (the calling thread may run FAISS with more OpenMP threads, which changes the last bits)."""
+        if self._pool is None:
             return [fn(x) for x in items]
         return list(self._pool.map(fn, items))
 
-    def slices(self, n: int, minimum: int = 64) -> list[slice]:
-        """``n`` rows cut into one contiguous slice per worker (fewer for small ``n``)."""
-        parts = max(1, min(self.n, n // minimum))
-        edges = np.linspace(0, n, parts + 1).astype(np.int64)
-        return [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+    def slices(self, n: int, size: int = SLICE_ROWS) -> list[slice]:
+        """``n`` rows cut into consecutive slices of ``size`` rows (the last shorter), whatever the workers."""
+        return [slice(a, min(a + size, n)) for a in range(0, n, size)]
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
 
-    def __enter__(self) -> "_Workers":
+    def __enter__(self) -> _Workers:
         return self
 
     def __exit__(self, *exc) -> None:

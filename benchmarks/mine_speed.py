@@ -1,0 +1,202 @@
+"""Mining speed side by side, in ONE process and run: a LASER-procedure reference, bitextmine exact, bitextmine auto.
+
+    .venv/bin/python benchmarks/mine_speed.py [--n 100000] [--data structured isotropic] [--name mine-speed]
+
+* ``reference``: the LASER procedure written here (not LASER's code): FAISS ``IndexFlatIP`` in
+  float32 over all vectors, searched x->y and y->x with k = 4, ratio margin, max strategy
+  (numpy margin, greedy one-to-one loop in Python).
+* ``exact``: ``knn_pair(index="flat")`` + ``bitextmine.margin.select`` (ratio, max): both
+  directions from one pass over X·Yᵀ (``bitextmine.knn.pairwise``).
+* ``auto``: ``knn_pair(index="auto")`` + the same selection.
+
+Data (n x n, 384-d, float32 in memory):
+* ``structured``: ``benchmarks/mine.py``'s synthetic embeddings (shared mean direction, Zipf topic
+  clusters, language offsets; half the rows translated);
+* ``isotropic``: the issue's LASER-style check: 2,000 random centres, src = norm(0.6 centre +
+  0.8 noise), every target a noisy copy (cosine ~0.80 to its source), shuffled.
+
+Also measured in the same run: this machine's float32 matmul peak (numpy BLAS, all threads) and
+bf16 peak (torch), on (4096 x 384) x (384 x 8192) products; each method's rate is given as
+"useful" GFLOP/s = 4 n^2 d / seconds (two n x n x d products, what two searches compute) and as
+a fraction of each peak. Pairs: the reference's and exact's selected pairs compared (identity,
+score differences), auto's recall of exact's pairs (all and true ones), and auto's score error
+vs exact on the pairs both select. The load average is recorded before and after every method
+(the machine may be shared: ratios within one run are what count).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import header, write_result
+from mine import synthetic
+
+DIM, K = 384, 4
+
+
+def structured(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    gen = synthetic(n, seed=seed)
+    parts: dict[str, list[np.ndarray]] = {"x": [], "y": []}
+    try:
+        while True:
+            side, _, block = next(gen)
+            parts[side].append(block)
+    except StopIteration as stop:
+        truth = stop.value
+    return np.concatenate(parts["x"]).astype(np.float32), np.concatenate(parts["y"]).astype(np.float32), truth
+
+
+def isotropic(n: int, seed: int = 0, centres: int = 2000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+
+    def unit(a: np.ndarray) -> np.ndarray:
+        return (a / np.linalg.norm(a, axis=1, keepdims=True)).astype(np.float32)
+
+    c = unit(rng.standard_normal((centres, DIM), dtype=np.float32))
+    x = unit(0.6 * c[rng.integers(0, centres, n)] + 0.8 * unit(rng.standard_normal((n, DIM), dtype=np.float32)))
+    y = unit(x + 0.75 * unit(rng.standard_normal((n, DIM), dtype=np.float32)))  # cosine ~0.80 to its source
+    perm = rng.permutation(n)
+    yy = np.empty_like(y)
+    yy[perm] = y
+    return x, yy, np.stack([np.arange(n), perm], 1).astype(np.int64)
+
+
+def reference(x: np.ndarray, y: np.ndarray, k: int = K) -> tuple[np.ndarray, np.ndarray]:
+    """LASER's procedure: IndexFlatIP both ways (fp32), ratio margin, max strategy, greedy one-to-one."""
+    import faiss
+
+    ix, iy = faiss.IndexFlatIP(x.shape[1]), faiss.IndexFlatIP(y.shape[1])
+    ix.add(x)
+    iy.add(y)
+    fd, fi = iy.search(x, k)
+    bd, bi = ix.search(y, k)
+    xm, ym = fd.mean(1), bd.mean(1)
+    f_score = fd / ((xm[:, None] + ym[fi]) / 2)
+    b_score = bd / ((ym[:, None] + xm[bi]) / 2)
+    fb, bb = f_score.argmax(1), b_score.argmax(1)
+    src = np.concatenate([np.arange(len(x)), bi[np.arange(len(y)), bb]])
+    tgt = np.concatenate([fi[np.arange(len(x)), fb], np.arange(len(y))])
+    score = np.concatenate([f_score[np.arange(len(x)), fb], b_score[np.arange(len(y)), bb]])
+    used_s, used_t, out, sc = set(), set(), [], []
+    for i in np.argsort(-score, kind="stable"):
+        s, t = int(src[i]), int(tgt[i])
+        if s not in used_s and t not in used_t:
+            used_s.add(s)
+            used_t.add(t)
+            out.append((s, t))
+            sc.append(float(score[i]))
+    return np.array(out, dtype=np.int64).reshape(-1, 2), np.array(sc)
+
+
+def ours(x: np.ndarray, y: np.ndarray, index: str) -> tuple[np.ndarray, np.ndarray]:
+    from bitextmine.knn import knn_pair
+    from bitextmine.margin import select
+
+    fwd, bwd = knn_pair(x, y, K, index=index, use_gpu=False)
+    cand = select(*fwd, *bwd, margin="ratio", strategy="max")
+    return np.stack([cand.src, cand.tgt], 1), np.asarray(cand.score)
+
+
+def peaks(threads: int) -> dict[str, float]:
+    """GFLOP/s of a (4096 x 384) x (384 x 8192) product: numpy fp32 (all threads), torch bf16 and fp32."""
+    import torch
+
+    torch.set_num_threads(threads)
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((4096, DIM), dtype=np.float32), rng.standard_normal((8192, DIM), dtype=np.float32)
+    flops = 2 * 4096 * 8192 * DIM
+
+    def best(f, reps: int = 3) -> float:
+        f()
+        ts = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            f()
+            ts.append(time.perf_counter() - t)
+        return round(flops / min(ts) / 1e9, 1)
+
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    ha, hb = ta.bfloat16(), tb.bfloat16()
+    return {"fp32_numpy_gflops": best(lambda: a @ b.T), "fp32_torch_gflops": best(lambda: torch.mm(ta, tb.T)),
+            "bf16_torch_gflops": best(lambda: torch.mm(ha, hb.T), reps=2)}
+
+
+def as_dict(pairs: np.ndarray, scores: np.ndarray) -> dict[tuple[int, int], float]:
+    return dict(zip(map(tuple, pairs.tolist()), scores.tolist()))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--data", nargs="+", default=["structured", "isotropic"])
+    ap.add_argument("--methods", nargs="+", default=["reference", "exact", "auto"])
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--name", default="mine-speed")
+    args = ap.parse_args()
+
+    import faiss
+
+    from bitextmine.knn import auto_index
+    from bitextmine.knn.tiles import precision
+
+    faiss.omp_set_num_threads(args.threads)
+    result = {**header(), "benchmark": "mine_speed", "n": args.n, "dim": DIM, "k": K, "margin": "ratio", "strategy": "max",
+              "threads": args.threads, "exact_precision": precision(), "auto_index": auto_index(args.n, DIM), "data": {}}
+    result["matmul_peak_at_start"] = peaks(args.threads)
+    print("peaks", result["matmul_peak_at_start"], flush=True)
+    useful = 4 * args.n * args.n * DIM
+    for name in args.data:
+        x, y, truth = (structured if name == "structured" else isotropic)(args.n)
+        truth_set = set(map(tuple, truth.tolist()))
+        entry: dict = {"true_pairs": len(truth), "runs": {}}
+        got: dict[str, dict] = {}
+        for method in args.methods:
+            load0 = os.getloadavg()
+            t = time.perf_counter()
+            pairs, scores = reference(x, y) if method == "reference" else ours(x, y, "flat" if method == "exact" else "auto")
+            sec = time.perf_counter() - t
+            got[method] = as_dict(pairs, scores)
+            gf = useful / sec / 1e9
+            pk = result["matmul_peak_at_start"]
+            entry["runs"][method] = {"seconds": round(sec, 1), "pairs": len(pairs), "useful_gflops": round(gf, 1),
+                                     "fraction_of_fp32_peak": round(gf / pk["fp32_numpy_gflops"], 3),
+                                     "fraction_of_bf16_peak": round(gf / pk["bf16_torch_gflops"], 3),
+                                     "true_pairs_recovered": round(len(set(got[method]) & truth_set) / len(truth), 5),
+                                     "load_before": [round(v, 2) for v in load0], "load_after": [round(v, 2) for v in os.getloadavg()]}
+            print(name, method, entry["runs"][method], flush=True)
+        runs = entry["runs"]
+        if "reference" in got:
+            for m in got:
+                runs[m]["speedup_vs_reference"] = round(runs["reference"]["seconds"] / runs[m]["seconds"], 2)
+        if "reference" in got and "exact" in got:
+            r, e = got["reference"], got["exact"]
+            common = set(r) & set(e)
+            entry["reference_vs_exact"] = {"identical_pairs": set(r) == set(e), "only_reference": len(set(r) - set(e)),
+                                           "only_exact": len(set(e) - set(r)),
+                                           "max_score_diff": float(max((abs(r[p] - e[p]) for p in common), default=0.0))}
+        if "exact" in got and "auto" in got:
+            e, a = got["exact"], got["auto"]
+            common = set(e) & set(a)
+            true_e = set(e) & truth_set
+            err = np.array([(a[p] - e[p]) / e[p] for p in common])
+            q = [0, 1, 5, 25, 50, 75, 95, 99, 100]
+            entry["auto_vs_exact"] = {"recall_of_exact_pairs": round(len(common) / max(len(e), 1), 5),
+                                      "recall_of_exact_true_pairs": round(len(true_e & set(a)) / max(len(true_e), 1), 5),
+                                      "score_relative_error_percentiles": dict(zip(map(str, q), np.percentile(err, q).round(6).tolist())) if len(err) else {},
+                                      "score_abs_relative_error_max": float(np.abs(err).max()) if len(err) else 0.0}
+        result["data"][name] = entry
+        print(name, {k: v for k, v in entry.items() if k != "runs"}, flush=True)
+        write_result(args.name, result)
+        del x, y
+    result["matmul_peak_at_end"] = peaks(args.threads)
+    print("written", write_result(args.name, result))
+
+
+if __name__ == "__main__":
+    main()
