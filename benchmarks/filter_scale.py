@@ -100,7 +100,7 @@ def main() -> None:
     (RESULTS / "filter-scale.json").write_text(json.dumps(doc, indent=1) + "\n")
     md = ["# `bitextmine filter` memory and speed by input size", "",
           f"Command: `{command()}`", "",
-          f"Machine: {doc.get('machine', {}).get('cpu', '?')}, load average {os.getloadavg()[0]:.1f} at the end. "
+          f"Machine: {doc['machine']['cpu_model']}, load average {os.getloadavg()[0]:.1f} at the end. "
           "Synthetic mined pairs, 95% distinct (the hash tables' worst case). Peak RSS is the filter process's (Python, "
           "pyarrow and py3langid loaded).", "",
           "| lines | input MiB | language ID | seconds | lines/s | peak RSS MiB | dedup tables MiB | bytes per line (tables) |",
