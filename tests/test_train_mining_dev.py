@@ -1,6 +1,8 @@
 """The mining-style dev set (training/data/miningdev.py): layout, scoring, and selection on it."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from test_faults_train import metrics, recipe, train, write_pairs
@@ -44,12 +46,13 @@ def test_f1_is_one_for_a_perfect_embedder_and_drops_when_distractors_look_like_p
     def perfect(texts):
         return np.stack([base[t.lower()] for t in texts]).astype(np.float32)
 
-    assert mining_f1(s, perfect) == pytest.approx(1.0)
+    f1, thr = mining_f1(s, perfect)
+    assert f1 == pytest.approx(1.0) and thr > 0
 
     def confused(texts):  # the partner of "c" looks exactly like the distractor "d"
         return np.stack([base["d" if t == "C" else t.lower()] for t in texts]).astype(np.float32)
 
-    assert mining_f1(s, confused) < 1.0
+    assert mining_f1(s, confused)[0] < 1.0
 
 
 def test_training_selects_on_mining_f1(tmp_path, tiny_model, monkeypatch):
@@ -60,3 +63,16 @@ def test_training_selects_on_mining_f1(tmp_path, tiny_model, monkeypatch):
     assert "mining F1" in res.output
     evals = [r for r in metrics(tmp_path / "run") if r["kind"] == "eval"]
     assert evals and 0 < evals[-1]["mining_f1"] <= 1
+    # the threshold tuned on the mining dev set (no evaluation set) ships in the exported recipe
+    info = json.loads((tmp_path / "run" / "checkpoints" / "best" / "info.json").read_text())
+    rec = json.loads((tmp_path / "run" / "model" / "bitextmine_recipe.json").read_text())
+    assert rec["threshold"] == pytest.approx(info["eval"]["mining"]["threshold"])
+    assert rec["threshold_margin"] == "ratio" and rec["threshold_k"] == 4
+
+
+def test_retrieval_selection_ships_no_threshold(tmp_path, tiny_model, monkeypatch):
+    write_pairs(tmp_path / "data", n=120)
+    monkeypatch.chdir(tmp_path)
+    train("--config", recipe(tmp_path, tiny_model, steps=2, save_every=2, eval_every=2), "--out", tmp_path / "run")
+    rec = json.loads((tmp_path / "run" / "model" / "bitextmine_recipe.json").read_text())
+    assert rec.get("threshold") is None

@@ -61,11 +61,16 @@ def evaluate(encoder: torch.nn.Module, tokenizer, recipe: Recipe, sets: list[Dev
         for s in sets:
             entry = out.setdefault(s.name, {"langs": {}})
             if isinstance(s, MiningDevSet):
-                entry["langs"][s.lang] = [mining_f1(s, embed)]
+                f1, thr = mining_f1(s, embed)
+                entry["langs"][s.lang] = [f1]
+                entry.setdefault("thresholds", {})[s.lang] = thr
             else:
                 entry["langs"][s.lang] = list(accuracy(embed(s.src), embed(s.tgt)))  # absolute margin: nearest by cosine
         for entry in out.values():
             entry["mean"] = float(np.mean([v for pair in entry["langs"].values() for v in pair]))
+            finite = [t for t in entry.get("thresholds", {}).values() if np.isfinite(t)]
+            if finite:
+                entry["threshold"] = float(np.mean(finite))
         return out
     finally:
         encoder.train(was_training)

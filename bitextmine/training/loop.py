@@ -36,6 +36,7 @@ from bitextmine.training import distributed as D
 from bitextmine.training import runfolder as RF
 from bitextmine.training.config import TrainConfig
 from bitextmine.training.data.batches import Sampler, make_batch
+from bitextmine.training.data.miningdev import tuned_threshold
 from bitextmine.training.data.prepare import prepare_data
 from bitextmine.training.evaluate import dev_sets, evaluate
 from bitextmine.training.export import export_encoder
@@ -361,7 +362,9 @@ class Trainer:
             mt = self.cfg.run.export_max_tokens or self.recipe.max_tokens
             kind = "TR" if self.cfg.tr_only else "DAP (TR+RTL)"
             recipe = self.recipe.with_overrides(max_tokens=mt, name=f"{self.recipe.name} + {kind}")
-            recipe = Recipe(**{**recipe.__dict__, "threshold": None})
+            thr = tuned_threshold(C.best_info(self.ckpt_dir)) if best is not None and best["set"] == "mining" else None
+            recipe = Recipe(**{**recipe.__dict__, "threshold": thr, "threshold_margin": "ratio" if thr else None,
+                               "threshold_k": 4 if thr else None})
             info = {"base_model": self.cfg.model.name, "base_fingerprint": self.lm.fingerprint, "step": chosen,
                     "steps_run": step, "best": best, "config": self.cfg.to_dict()}
             overrides = self.dropout_config if self.cfg.model.disable_dropout else None

@@ -9,7 +9,9 @@ distractors whose translations are absent, so their nearest neighbours are same-
 (near-duplicates kept). Optionally clean Flores pairs join as more gold, from another domain.
 Both sides are margin-mined (ratio margin, k=4, max strategy, exact search, as ``bench bucc``
 does) and scored by the best-threshold F1 (BUCC's oracle F1). The score of a checkpoint is the
-mean F1 over the languages.
+mean F1 over the languages; the mean of the languages' best thresholds is a margin threshold
+tuned on data that is no evaluation set, which the export stores in the model's recipe
+(:func:`tuned_threshold`).
 """
 from __future__ import annotations
 
@@ -57,11 +59,20 @@ def mining_dev(data: PreparedData, langs: list[str], max_pairs: int, flores: lis
     return out
 
 
-def mining_f1(s: MiningDevSet, embed: Callable[[list[str]], np.ndarray]) -> float:
-    """Best-threshold F1 of margin mining ``s`` with embeddings from ``embed``."""
+def mining_f1(s: MiningDevSet, embed: Callable[[list[str]], np.ndarray]) -> tuple[float, float]:
+    """(F1, threshold): the best-threshold F1 of margin mining ``s`` with embeddings from ``embed``,
+    and the ratio-margin threshold that gives it (inf when nothing correct is found)."""
     from bitextmine.bench.bucc.score import optimize_threshold
     from bitextmine.mining import mine_embeddings
 
     cand = mine_embeddings(embed(s.src), embed(s.tgt), k=4, margin="ratio", strategy="max", index="flat")
     scored = {(int(a), int(b)): float(c) for a, b, c in zip(cand.src, cand.tgt, cand.score)}
-    return float(optimize_threshold(scored, s.gold).f1)
+    best = optimize_threshold(scored, s.gold)
+    return float(best.f1), float(best.threshold)
+
+
+def tuned_threshold(best_info: dict | None) -> float | None:
+    """The mining threshold of a best checkpoint's ``info.json`` (selected on the mining set), else None."""
+    mining = ((best_info or {}).get("eval") or {}).get("mining") or {}
+    thr = mining.get("threshold")
+    return float(thr) if isinstance(thr, (int, float)) and np.isfinite(thr) else None
