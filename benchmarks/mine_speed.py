@@ -20,7 +20,11 @@ bf16 peak (torch), on (4096 x 384) x (384 x 8192) products; each method's rate i
 "useful" GFLOP/s = 4 n^2 d / seconds (two n x n x d products, what two searches compute) and as
 a fraction of each peak. Pairs: the reference's and exact's selected pairs compared (identity,
 score differences), auto's recall of exact's pairs (all and true ones), and auto's score error
-vs exact on the pairs both select. The load average is recorded before and after every method
+vs exact on the pairs both select (signed percentiles, and |error| median / p95 / p99 / max), and
+the threshold check: the threshold that maximises F1 of exact's pairs against the true pairs (as a
+user tunes one with ``bench bucc``) applied to auto's pairs: the share of selected pairs that
+differ (issue 14: at most 0.5%). ``--methods exact auto`` runs the fidelity check alone (larger n).
+The load average is recorded before and after every method
 (the machine may be shared: ratios within one run are what count).
 """
 from __future__ import annotations
@@ -131,6 +135,30 @@ def as_dict(pairs: np.ndarray, scores: np.ndarray) -> dict[tuple[int, int], floa
     return dict(zip(map(tuple, pairs.tolist()), scores.tolist()))
 
 
+def abs_error(err: np.ndarray) -> dict[str, float]:
+    """|relative score error| percentiles (median, p95, p99, max) on the pairs both select."""
+    if not len(err):
+        return {}
+    a = np.abs(err)
+    return {"median": float(np.median(a)), "p95": float(np.percentile(a, 95)), "p99": float(np.percentile(a, 99)), "max": float(a.max())}
+
+
+def threshold_check(exact: dict, approx: dict, truth: set) -> dict:
+    """The threshold a user tunes with exact search (best F1 against the true pairs, as ``bench bucc``
+    does against gold), applied to both: how many selected pairs differ, as a share of exact's."""
+    items = sorted(exact.items(), key=lambda kv: -kv[1])
+    hits = np.cumsum([p in truth for p, _ in items])
+    f1 = 2 * hits / (np.arange(1, len(items) + 1) + len(truth))
+    best = int(np.argmax(f1))
+    thr = items[best][1]
+    e = {p for p, s in exact.items() if s >= thr}
+    a = {p for p, s in approx.items() if s >= thr}
+    diff = len(e ^ a)
+    return {"threshold": float(thr), "f1_exact": round(float(f1[best]), 5), "selected_exact": len(e), "selected_auto": len(a),
+            "only_exact": len(e - a), "only_auto": len(a - e), "differing_share": round(diff / max(len(e), 1), 6),
+            "f1_auto": round(2 * len(a & truth) / (len(a) + len(truth)), 5), "within_0.5pct": diff <= 0.005 * len(e)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=100_000)
@@ -189,7 +217,9 @@ def main() -> None:
             entry["auto_vs_exact"] = {"recall_of_exact_pairs": round(len(common) / max(len(e), 1), 5),
                                       "recall_of_exact_true_pairs": round(len(true_e & set(a)) / max(len(true_e), 1), 5),
                                       "score_relative_error_percentiles": dict(zip(map(str, q), np.percentile(err, q).round(6).tolist())) if len(err) else {},
-                                      "score_abs_relative_error_max": float(np.abs(err).max()) if len(err) else 0.0}
+                                      "score_abs_relative_error": abs_error(err),
+                                      "score_abs_relative_error_max": float(np.abs(err).max()) if len(err) else 0.0,
+                                      "threshold_check": threshold_check(e, a, truth_set)}
         result["data"][name] = entry
         print(name, {k: v for k, v in entry.items() if k != "runs"}, flush=True)
         write_result(args.name, result)
