@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from bitextmine.encoder import Encoder, EncoderOptions
     from bitextmine.filters.pipeline import FilterOptions, FilterReport
     from bitextmine.knn import BlockSource
+    from bitextmine.ray_engine import RayOptions
 
 
 @dataclass
@@ -53,6 +54,7 @@ class MineOptions:
     block_rows: int = 65536  # rows per search block (bounds memory)
     use_gpu: bool | None = None  # None: FAISS GPUs when present
     filter: FilterOptions | None = None  # filter the selected pairs (bitextmine.filters) before they are returned / written
+    engine: RayOptions | None = None  # None: search in this process; RayOptions: on a Ray cluster (bitextmine.ray_mine; stores only)
 
     def __post_init__(self) -> None:
         if self.filter is not None:
@@ -60,6 +62,12 @@ class MineOptions:
 
             if not isinstance(self.filter, FilterOptions):
                 raise InputError("{param} must be a FilterOptions or None", param="filter")
+        if self.engine is not None:
+            from bitextmine.ray_engine import RayOptions
+
+            if not isinstance(self.engine, RayOptions):
+                raise InputError("{param} must be a RayOptions or None", param="engine")
+            self.engine.check()
         self.margin = parse_margin(self.margin)
         self.strategy = parse_strategy(self.strategy)
         if self.k < 1:
@@ -83,6 +91,7 @@ class MineResult:
     written: int | None = None  # mine_files with an output: pairs written
     filter: FilterReport | None = None  # with MineOptions.filter: counts by rule (``pairs`` are the kept ones)
     mined: int | None = None  # with MineOptions.filter: pairs before filtering
+    engine: dict | None = None  # with MineOptions.engine: where the search ran (workers, nodes) and the index of each direction
 
 
 class SubsetBlocks:
@@ -120,10 +129,24 @@ def _no_search(n: int) -> tuple[np.ndarray, np.ndarray]:
     return np.empty((n, 0), np.float32), np.empty((n, 0), np.int64)
 
 
-def _search_and_select(xs: Any, ys: Any, opts: MineOptions, advance: Advance | None) -> Candidates:
+def _search_and_select(xs: Any, ys: Any, opts: MineOptions, advance: Advance | None, engine: dict | None = None) -> Candidates:
     """The one k-NN + margin + threshold path: both directions searched (one IVF training for the
-    two), candidates scored and selected, then cut at the threshold and to the top N."""
+    two), candidates scored and selected, then cut at the threshold and to the top N.
+    With ``opts.engine`` the searches run on Ray (``engine`` gets its record)."""
+    if opts.engine is not None:
+        from bitextmine.ray_mine import RaySearch
+
+        with RaySearch(opts.engine) as rs:
+            cand = _select(xs, ys, opts, advance, rs.knn, rs.knn_pair)
+            if engine is not None:
+                engine.update(rs.engine)
+            return cand
     from bitextmine.knn import knn, knn_pair  # FAISS is imported only when mining
+
+    return _select(xs, ys, opts, advance, knn, knn_pair)
+
+
+def _select(xs: Any, ys: Any, opts: MineOptions, advance: Advance | None, knn: Any, knn_pair: Any) -> Candidates:
 
     kw: dict[str, Any] = dict(index=opts.index, block_rows=opts.block_rows, nprobe=opts.nprobe, use_gpu=opts.use_gpu, progress=advance)
     m, st = opts.margin, opts.strategy
@@ -153,6 +176,8 @@ def mine_embeddings(x: np.ndarray | BlockSource, y: np.ndarray | BlockSource, op
     for name in ("dedup", "filter"):
         if getattr(opts, name):
             raise InputError("{param} needs sentence texts: use mine_stores or mine_files", param=name)
+    if opts.engine is not None:
+        raise InputError("{param} needs embedding folders, which its workers read: use mine_stores or mine_files", param="engine")
     return _search_and_select(x, y, opts, None)
 
 
@@ -161,6 +186,10 @@ def mine_stores(src: EmbeddingStore, tgt: EmbeddingStore, opts: MineOptions | No
     """Margin-mine ``src`` against ``tgt``; both must come from the same model and recipe."""
     opts = opts or MineOptions()
     check_same_model(src, tgt)
+    if opts.engine is not None:
+        from bitextmine.ray_mine import preflight
+
+        preflight(opts.engine)
     t0 = time.perf_counter()
     xs: EmbeddingStore | SubsetBlocks = src
     ys: EmbeddingStore | SubsetBlocks = tgt
@@ -168,11 +197,12 @@ def mine_stores(src: EmbeddingStore, tgt: EmbeddingStore, opts: MineOptions | No
     if opts.dedup:
         src_rows, tgt_rows = unique_rows(src), unique_rows(tgt)
         xs, ys = SubsetBlocks(src, src_rows), SubsetBlocks(tgt, tgt_rows)
+    engine: dict = {}
     with task(listener, "searching", len(src) + len(tgt), unit="queries") as advance:
-        cand = _search_and_select(xs, ys, opts, advance)
+        cand = _search_and_select(xs, ys, opts, advance, engine)
     if src_rows is not None:
         cand = Candidates(src_rows[cand.src], tgt_rows[cand.tgt], cand.score)
-    res = MineResult(cand, len(xs), len(ys), time.perf_counter() - t0, opts.index, src=src, tgt=tgt)
+    res = MineResult(cand, len(xs), len(ys), time.perf_counter() - t0, opts.index, src=src, tgt=tgt, engine=engine or None)
     if opts.filter is not None:  # exact scores and texts (mine_files filters as it writes)
         from bitextmine.filters.mined import filter_candidates
 
@@ -225,6 +255,10 @@ def mine_files(
         opts = _apply_device(opts, enc_opts)
     if output is not None:
         check_output(output, inputs=[src, tgt], id_column=id_column)
+    if opts.engine is not None:  # no Ray, or no cluster at --address: said before anything is embedded
+        from bitextmine.ray_mine import preflight
+
+        preflight(opts.engine)
     texts = [p for p in (src, tgt) if not is_embedding_folder(p)]
     for p in texts:  # a bad path fails before the model loads (folders without a manifest: see cache.open)
         if not Path(p).is_dir():
@@ -292,6 +326,7 @@ def _write_report(path: str, res: MineResult, src: str, tgt: str, output: PairsO
     doc = {"src": src, "tgt": tgt, "out": None if output is None else str(output.path),
            "rejects": None if rejects is None else str(rejects.path), "seconds": round(seconds, 3),
            "sentences": [res.src_count, res.tgt_count], "index": res.index,
+           "engine": res.engine or {"name": "local"},
            "threshold": None if thr is None else {"value": thr.value, "from_model": thr.from_model, "note": thr.note},
            "mined": len(res.pairs) if res.mined is None else res.mined, "written": res.written,
            "filter": None if res.filter is None else res.filter.to_dict()}

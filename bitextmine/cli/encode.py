@@ -1,7 +1,6 @@
 """``bitextmine encode``: embed corpora into sharded Arrow folders."""
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -9,13 +8,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from bitextmine.cli.shared import DeviceOpt, ErrorsOpt, IdColumnOpt, ModelOpt, PrecisionOpt, encoder_options, err, flag, friendly, reporting
+from bitextmine.cli.shared import (AddressOpt, CpusPerWorkerOpt, DeviceOpt, Engine, ErrorsOpt, GpusPerWorkerOpt, IdColumnOpt, ModelOpt, PrecisionOpt,
+                                   WorkersOpt, encoder_options, err, friendly, ray_options, reporting)
 from bitextmine.corpus import Errors
-
-
-class Engine(str, Enum):
-    LOCAL = "local"
-    RAY = "ray"
 
 
 encode_app = typer.Typer(no_args_is_help=True, help="Embed sentences into sharded Arrow files.")
@@ -39,10 +34,10 @@ def encode_corpus_cmd(
     device: str = DeviceOpt,
     overwrite: bool = typer.Option(False, "--overwrite", help="Discard an existing output folder instead of resuming."),
     engine: Engine = typer.Option(Engine.LOCAL, "--engine", help="local: embed in this process; ray: on a pool of Ray actors (pip install 'bitextmine\\[ray]'), same output bytes."),
-    address: str | None = typer.Option(None, "--address", help="Ray cluster: auto (a running one), HOST:PORT, or local (start one here); default: RAY_ADDRESS, a cluster on this machine, else local."),
-    workers: int | None = typer.Option(None, "--workers", help="Ray encoder actors, each loading the model once (default: as many as the cluster's CPUs or GPUs hold)."),
-    cpus_per_worker: float | None = typer.Option(None, "--cpus-per-worker", help="CPUs per Ray actor (default 1)."),
-    gpus_per_worker: float | None = typer.Option(None, "--gpus-per-worker", help="GPUs per Ray actor (default 0: CPU actors)."),
+    address: str | None = AddressOpt,
+    workers: int | None = WorkersOpt,
+    cpus_per_worker: float | None = CpusPerWorkerOpt,
+    gpus_per_worker: float | None = GpusPerWorkerOpt,
 ) -> None:
     """Stream a corpus into sharded Arrow embedding files (resumable)."""
     from bitextmine.encode_job import EncodeOptions, encode_files
@@ -50,14 +45,7 @@ def encode_corpus_cmd(
     opts = EncodeOptions(shard_size=shard_size, id_column=id_column, errors=errors, overwrite=overwrite)
     enc_opts = encoder_options(model, precision, batch_tokens=batch_tokens, pooling=pooling, prefix=prefix,
                                max_tokens=max_tokens, threads=threads, device=device)
-    ray_flags = {"address": address, "workers": workers, "cpus_per_worker": cpus_per_worker, "gpus_per_worker": gpus_per_worker}
-    run_on = None
-    if engine is Engine.RAY:
-        from bitextmine.ray_engine import RayOptions
-
-        run_on = RayOptions(**{k: v for k, v in ray_flags.items() if v is not None})
-    elif given := [k for k, v in ray_flags.items() if v is not None]:
-        raise typer.BadParameter("applies to --engine ray only, not to the local engine", param_hint=flag(given[0]))
+    run_on = ray_options(engine, address=address, workers=workers, cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker)
     with reporting() as rep:
         s = encode_files(inputs, out, enc_opts, opts, listener=rep, engine=run_on)
     enc = s.encoder

@@ -9,8 +9,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from bitextmine.cli.filter import FILTER_FLAGS, RejectsOpt, filter_options, given_flags, language_notes, show_filter_report, takes_filter_options
-from bitextmine.cli.shared import (CacheOpt, ErrorsOpt, IdColumnOpt, KOpt, ModelOpt, NprobeOpt, PrecisionOpt, encoder_options, err, flag, friendly,
-                                   reporting, set_search_threads)
+from bitextmine.cli.shared import (AddressOpt, CacheOpt, CpusPerWorkerOpt, Engine, ErrorsOpt, IdColumnOpt, KOpt, ModelOpt, NprobeOpt, PrecisionOpt,
+                                   WorkersOpt, encoder_options, err, flag, friendly, ray_options, reporting, set_search_threads)
 from bitextmine.corpus import Errors
 from bitextmine.margin import Margin, Strategy
 from bitextmine.output import Format
@@ -44,6 +44,10 @@ def mine_cmd(
     filter_: bool = typer.Option(False, "--filter", help="Filter the pairs as they are written, as 'bitextmine filter' would (its flags below; its --dedup is --filter-dedup here)."),
     rejects: Optional[str] = RejectsOpt,
     report: Optional[str] = typer.Option(None, "--report", help="Write the run's counts, threshold and (with --filter) the filter's counts per rule as JSON."),
+    engine: Engine = typer.Option(Engine.LOCAL, "--engine", help="local: search in this process; ray: the shards' indexes on a pool of Ray actors (pip install 'bitextmine\\[ray]'), same pairs and scores; the folders must be readable by every node."),
+    address: Optional[str] = AddressOpt,
+    workers: Optional[int] = WorkersOpt,
+    cpus_per_worker: Optional[float] = CpusPerWorkerOpt,
     filter_flags: Optional[dict] = None,
 ) -> None:
     """Mine translation pairs between SRC and TGT with margin scoring over FAISS k-NN, both ways."""
@@ -57,7 +61,7 @@ def mine_cmd(
         raise InputError(f"{flag(loose[0])} needs --filter")
     fopts = filter_options(**(filter_flags or {})) if filter_ else None
     opts = MineOptions(k=k, margin=margin, strategy=strategy, index=index, nprobe=nprobe, threshold=threshold, top=top, dedup=dedup,
-                       filter=fopts)
+                       filter=fopts, engine=ray_options(engine, address=address, workers=workers, cpus_per_worker=cpus_per_worker))
     output = PairsOutput(out, fmt, with_lines=with_lines, with_ids=with_ids)
     rej = None
     if rejects is not None:  # --format applies to both files; else parquet by name, else as --out
@@ -77,6 +81,10 @@ def mine_cmd(
     shown = "none" if thr.value is None else f"{thr.value:g}" + (" (model default)" if thr.from_model else "")
     t.add_row("threshold", shown + (escape(f"; {thr.note}") if thr.note else ""))
     t.add_row("scoring", f"{margin.value} margin, k={k}, {strategy.value}, index {index}")
+    if res.engine:
+        e = res.engine
+        used = "; ".join(f"{d} {i}" for d, i in e["index"].items())
+        t.add_row("engine", escape(f"Ray: {e['workers']} workers on {e['nodes']} nodes; index {used}"))
     if res.filter is not None:
         t.add_row("mined", f"{res.mined:,} (before --filter)")
         show_filter_report(t, res.filter)

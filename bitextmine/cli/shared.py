@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
+from enum import Enum
 from typing import Callable, Iterator
 
 import typer
@@ -160,3 +161,26 @@ KOpt = typer.Option(4, "-k", "--k", help="Neighbours per sentence for the margin
 NprobeOpt = typer.Option(None, "--nprobe", help="IVF cells visited per query.")
 JsonOpt = typer.Option(None, "--json", help="Write every result and what is needed to reproduce it (model fingerprint, versions, parameters) to this file.")
 PlotsOpt = typer.Option(None, "--plots", help="Write PNG plots into this folder.")
+
+
+class Engine(str, Enum):
+    LOCAL = "local"
+    RAY = "ray"
+
+
+# The Ray engine's flags (encode corpus, mine): one definition each; ray_options() turns them into RayOptions.
+AddressOpt = typer.Option(None, "--address", help="Ray cluster: auto (a running one), HOST:PORT, or local (start one here); default: RAY_ADDRESS, a cluster on this machine, else local.")
+WorkersOpt = typer.Option(None, "--workers", help="Ray actors (encode: each loads the model once; mine: each holds the indexes of some shards); default: as many as the cluster's CPUs (or GPUs) hold.")
+CpusPerWorkerOpt = typer.Option(None, "--cpus-per-worker", help="CPUs per Ray actor (default 1).")
+GpusPerWorkerOpt = typer.Option(None, "--gpus-per-worker", help="GPUs per Ray actor (default 0: CPU actors).")
+
+
+def ray_options(engine: Engine, **flags):
+    """RayOptions from the Ray flags given (None for the local engine, which refuses them)."""
+    if engine is Engine.RAY:
+        from bitextmine.ray_engine import RayOptions
+
+        return RayOptions(**{k: v for k, v in flags.items() if v is not None})
+    if given := [k for k, v in flags.items() if v is not None]:
+        raise typer.BadParameter("applies to --engine ray only, not to the local engine", param_hint=flag(given[0]))
+    return None
