@@ -174,14 +174,16 @@ def test_store_blocks_are_views_of_the_memory_map(stores) -> None:
 
 
 def test_mining_a_store_larger_than_the_memory_budget(tmp_path) -> None:
-    """A 50 MB store of fp16 shards (100 MB as float32) is mined against a small one with
+    """A 100 MB store of fp16 shards (200 MB as float32) is mined against a small one with
     block_rows=2048 while Python-side allocations (numpy arrays: tracemalloc) stay far below
-    the store's size: the shards are read block by block from the memory map, never whole."""
-    n, m, d = 50_000, 2_000, 512
+    the store's size: the shards are read block by block from the memory map, never whole. (The
+    exact search's fixed cost — one 1024 x 4096 similarity tile per worker and two blocks — is
+    ~50 MB whatever the store's size.)"""
+    n, m, d = 100_000, 2_000, 512
     rng = np.random.default_rng(5)
     big = rng.standard_normal((n, d)).astype(np.float32)
     big /= np.linalg.norm(big, axis=1, keepdims=True)
-    xs = write_store(tmp_path / "x", big, [20_000])
+    xs = write_store(tmp_path / "x", big, [40_000])
     picked = rng.choice(n, size=m, replace=False)
     noisy = big[picked] + 0.05 * rng.standard_normal((m, d)).astype(np.float32) / np.sqrt(d)
     ys = write_store(tmp_path / "y", noisy / np.linalg.norm(noisy, axis=1, keepdims=True), [m])
