@@ -201,7 +201,7 @@ class OutputLock:
         me = {"pid": os.getpid(), "host": socket.gethostname()}
         for _ in range(2):
             try:
-                fd = os.open(str(self.path), os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+                fd = self._create(me)
             except FileExistsError:
                 owner = self._owner()
                 if self._stale(owner, me["host"]):
@@ -211,11 +211,33 @@ class OutputLock:
                 who = f"PID {owner.get('pid')} on {owner.get('host')}" if owner else "another process"
                 raise LockedError(f"{self.target} is in use by {who}; wait for it to finish, or remove {self.path} "
                                   "if that process is gone") from None
-            with os.fdopen(fd, "w") as fh:
-                json.dump(me, fh)
+            if fd is not None:
+                with os.fdopen(fd, "w") as fh:
+                    json.dump(me, fh)
             self._held = True
             return self
         raise InputError(f"{self.target}: cannot take the lock {self.path}")
+
+    def _create(self, me: dict) -> int | None:
+        """Create the lock file already holding ``me`` (written to a temporary name, then hard-linked to the
+        lock's name, which fails if it exists), so another process never reads an empty lock. Where the
+        file system has no hard links: create it empty with ``O_EXCL`` and return its descriptor to fill."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        tmp = temp_name(self.path)
+        try:
+            with os.fdopen(os.open(str(tmp), flags, 0o644), "w") as fh:
+                json.dump(me, fh)
+            try:
+                os.link(tmp, self.path)
+                return None
+            except FileExistsError:
+                raise
+            except OSError:
+                pass  # no hard links here
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        return os.open(str(self.path), flags, 0o644)
 
     def _stale(self, owner: dict | None, host: str) -> bool:
         """A lock whose process is gone (same host), or one left empty by a writer killed between
