@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_sentences
+from conftest import make_sentences, one_line_error
 from typer.testing import CliRunner
 
 from bitextmine.cli import app
@@ -39,12 +39,6 @@ def run(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
-def one_line_error(res) -> str:
-    assert res.exit_code not in (0, 1), res.output + repr(res.exception)  # 1: an uncaught exception
-    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
-    lines = [ln for ln in res.output.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), res.output
-    return lines[0]
 
 
 def same_folder(local: Path, ray: Path) -> dict:

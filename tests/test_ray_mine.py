@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import one_line_error
 from test_scale import structured, write_store
 from typer.testing import CliRunner
 
@@ -32,12 +33,6 @@ def run(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
-def one_line_error(res) -> str:
-    assert res.exit_code not in (0, 1), res.output + repr(res.exception)  # 1: an uncaught exception
-    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
-    lines = [ln for ln in res.output.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), res.output
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
