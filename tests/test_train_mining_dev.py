@@ -25,16 +25,17 @@ def _held(n, tag="x"):
     return [(f"{tag}{i}", f"en{i}") for i in range(n)]
 
 
-def test_layout_gold_half_and_distractors_on_both_sides():
-    data = _Data({"de": _held(20), "fr": _held(5)})
-    flores = [DevSet("flores", "de", ["fx0", "fx1", "fx2", "fx3"], ["fe0", "fe1", "fe2", "fe3"])]
+def test_layout_gold_quarter_and_distractors_on_both_sides():
+    data = _Data({"de": _held(40), "fr": _held(5)})
+    flores = [DevSet("flores", "de", [f"fx{i}" for i in range(12)], [f"fe{i}" for i in range(12)])]
     (s,) = mining_dev(data, ["de", "fr"], 100, flores)  # fr has too few held-out pairs
-    assert s.lang == "de" and len(s.gold) == 10 + 4  # half the held-out pairs, and up to half as many Flores pairs
-    assert s.src[:10] == [f"x{i}" for i in range(10)] and s.src[10:14] == ["fx0", "fx1", "fx2", "fx3"]
-    assert s.src[-5:] == [f"x{i}" for i in range(10, 15)]  # xx distractors: their English is absent
-    assert sorted(s.tgt) == sorted([f"en{i}" for i in range(10)] + ["fe0", "fe1", "fe2", "fe3"] + [f"en{i}" for i in range(15, 20)])
+    fx, fe = [f"fx{i}" for i in range(10)], [f"fe{i}" for i in range(10)]
+    assert s.lang == "de" and len(s.gold) == 10 + 10  # a quarter of the held-out pairs, and as many Flores pairs
+    assert s.src[:10] == [f"x{i}" for i in range(10)] and s.src[10:20] == fx
+    assert s.src[20:] == [f"x{i}" for i in range(10, 25)]  # xx distractors: their English is absent
+    assert sorted(s.tgt) == sorted([f"en{i}" for i in range(10)] + fe + [f"en{i}" for i in range(25, 40)])
     for i, j in s.gold:
-        assert s.tgt[j] == {**{f"x{k}": f"en{k}" for k in range(10)}, **{f"fx{k}": f"fe{k}" for k in range(4)}}[s.src[i]]
+        assert s.tgt[j] == {**{f"x{k}": f"en{k}" for k in range(10)}, **{f"fx{k}": f"fe{k}" for k in range(10)}}[s.src[i]]
     assert mining_dev(data, ["de"], 100, flores)[0].tgt == s.tgt  # a fixed shuffle
 
 
@@ -57,9 +58,16 @@ def test_f1_is_one_for_a_perfect_embedder_and_drops_when_distractors_look_like_p
 
 def test_training_selects_on_mining_f1(tmp_path, tiny_model, monkeypatch):
     write_pairs(tmp_path / "data", n=200)
+    # Flores-style gold pairs whose two sides are the same text: findable even by the random tiny model
+    flores = tmp_path / "flores"
+    flores.mkdir()
+    lines = "".join(f"sentence number {i} of the news\n" for i in range(20))
+    for name in ("eng_Latn", "deu_Latn", "fra_Latn"):
+        (flores / f"{name}.txt").write_text(lines, encoding="utf-8")
     monkeypatch.chdir(tmp_path)
     cfg = recipe(tmp_path, tiny_model, steps=2, save_every=2, eval_every=2)
-    res = train("--config", cfg, "--out", tmp_path / "run", "--set", 'eval.select_on="mining"', "--set", "data.dev_max=40")
+    res = train("--config", cfg, "--out", tmp_path / "run", "--set", 'eval.select_on="mining"', "--set", "data.dev_max=40",
+                "--set", f'eval.flores_dir="{flores}"')
     assert "mining F1" in res.output
     evals = [r for r in metrics(tmp_path / "run") if r["kind"] == "eval"]
     assert evals and 0 < evals[-1]["mining_f1"] <= 1

@@ -52,6 +52,9 @@ class ObjectiveConfig:
     rtl_weight: float = 1.0  # loss = TR + rtl_weight x RTL; paper equation 1.0, released code 0.1; 0 = TR only (no head)
     rtl_layers: int = 2  # K: transformer layers of the RTL head, copied from the encoder's last K layers (paper best: 2)
     rtl_vocab: str = "english"  # "english": predict only token ids seen on the English side of the data; "full": whole vocabulary
+    hard_negatives: int = 0  # extra English candidates per pair mined with the starting model (training/data/hardneg.py); 0 = in-batch only
+    hard_negative_pool: int = 4000  # pairs per language mined for them (and then trained on): the first of the shuffled training pairs
+    hard_negative_depth: int = 4  # negatives are drawn from this many nearest valid English sentences
 
 
 @dataclass
@@ -77,6 +80,7 @@ class EvalConfig:
     max_tokens: int = 0  # truncation when encoding dev sentences; 0 = data.max_length (the paper evaluates at 32)
     report_dirs: list[str] = field(default_factory=list)  # extra report-only sets: folders of tatoeba.xxx-eng.{xxx,eng}; never used for selection
     patience: int = 0  # early stopping: stop after this many evaluations without a better select_on score (0 = never)
+    at_start: bool = False  # also evaluate the starting weights (step 0): they are kept when no trained step beats them
 
 
 @dataclass
@@ -115,6 +119,8 @@ class TrainConfig:
             (o.rtl_weight >= 0, "objective.rtl_weight must be >= 0"),
             (o.rtl_layers >= 1, "objective.rtl_layers must be >= 1"),
             (o.rtl_vocab in ("english", "full"), "objective.rtl_vocab must be english or full"),
+            (o.hard_negatives >= 0 and o.hard_negative_pool >= 2 and o.hard_negative_depth >= max(1, o.hard_negatives),
+             "objective: hard_negatives >= 0, hard_negative_pool >= 2 and hard_negative_depth >= hard_negatives"),
             (bool(d.train), "data.train: no training files given"),
             (d.max_length >= 8, "data.max_length must be at least 8"),
             (0 <= d.dev_fraction < 1, "data.dev_fraction must be in [0, 1)"),
@@ -158,6 +164,10 @@ class TrainConfig:
             d["run"].pop(k)
         d["eval"].pop("report_dirs")
         d["eval"].pop("patience")  # when to stop, not what a step computes: a resume may change it
+        d["eval"].pop("at_start")
+        if not d["objective"]["hard_negatives"]:  # off: the fingerprint of runs made before these settings existed
+            for k in ("hard_negatives", "hard_negative_pool", "hard_negative_depth"):
+                d["objective"].pop(k)
         d["data"].pop("cache_dir")
         d["data"].pop("cache")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

@@ -35,6 +35,7 @@ from bitextmine.training import checkpoint as C
 from bitextmine.training import distributed as D
 from bitextmine.training import runfolder as RF
 from bitextmine.training.config import TrainConfig
+from bitextmine.training.data import hardneg as HN
 from bitextmine.training.data.batches import Sampler, make_batch
 from bitextmine.training.data.miningdev import tuned_threshold
 from bitextmine.training.data.prepare import prepare_data
@@ -103,6 +104,8 @@ class Trainer:
         D.barrier(info)
         if not info.is_main:
             self.data = prepare_data(cfg.data, self.lm.tokenizer, tok_id, self.recipe.prefix, cfg.run.seed, cache_dir)
+        if cfg.objective.hard_negatives:
+            self.data = self.hard_negatives(cache_dir)
 
         encoder = self.lm.model
         encoder.train()
@@ -145,6 +148,27 @@ class Trainer:
             raise ConfigError(f"optim.batch_size / grad_accumulation = {per} pairs must divide among {info.world} processes")
         self.micro_global, self.micro_local = per, per // info.world
         self.dev_sets = dev_sets(cfg.eval, self.data)
+
+    def hard_negatives(self, cache_dir: Path):
+        """The training data cut to the hard-negative pools, with their negatives: mined with the starting
+        weights by the main process (or read from ``cache_dir``, where runs from the same model share them)."""
+        o, info = self.cfg.objective, self.info
+        n, pool, depth = o.hard_negatives, o.hard_negative_pool, o.hard_negative_depth
+        path = cache_dir / f"hardneg-{HN.cache_key(self.data, self.lm.fingerprint, n, pool, depth, self.cfg.run.seed)}.npz"
+        negs = HN.load(path, self.data, n, pool) if path.is_file() else None
+        if negs is None and info.is_main:
+            self.emit("note", message=f"mining hard negatives with the starting model: {len(self.data.languages)} languages, "
+                                      f"up to {pool:,} pairs each (once; cached in {cache_dir})")
+            encoder, lay = self.lm.model, self.data.layout
+            negs = HN.mine(self.data, lambda seqs, rows: HN.embed_ids(encoder, self.recipe.pooling, lay, seqs, rows),
+                           lambda ids: self.lm.tokenizer.decode(ids.tolist()), n, pool, depth, self.cfg.run.seed)
+            HN.save(path, negs)
+        D.barrier(info)
+        if negs is None:
+            negs = HN.load(path, self.data, n, pool)
+            if negs is None:
+                raise InputError(f"{path}: the hard negatives the main process mined cannot be read")
+        return HN.restrict(self.data, negs, pool)
 
     def pin_threads(self, meta: dict | None) -> None:
         """Set torch's CPU thread count explicitly: ``run.threads``, else the resumed checkpoint's, else torch's default."""
@@ -204,11 +228,15 @@ class Trainer:
                     out = self.ddp(batch)
                 all_src = D.gather_with_grad(out.src, info)
                 all_tgt = D.gather_with_grad(out.tgt, info)
+                all_tgt_keys = D.gather(batch.tgt_key, info)
+                if out.neg is not None:  # hard negatives: more English candidates after the global batch's own
+                    all_tgt = torch.cat([all_tgt, D.gather_with_grad(out.neg, info)])
+                    all_tgt_keys = torch.cat([all_tgt_keys, D.gather(batch.neg_key, info)])
                 tr = translation_ranking_loss(
                     out.src, out.tgt, temperature=o.temperature, margin=o.margin, direction=o.direction,
                     all_src=all_src, all_tgt=all_tgt, offset=info.rank * b,
                     src_keys=batch.src_key, tgt_keys=batch.tgt_key,
-                    all_src_keys=D.gather(batch.src_key, info), all_tgt_keys=D.gather(batch.tgt_key, info))
+                    all_src_keys=D.gather(batch.src_key, info), all_tgt_keys=all_tgt_keys)
                 loss = tr
                 if out.rtl_sum is not None:
                     n_all = float(D.all_sum(torch.tensor([out.rtl_tokens], dtype=torch.float64), info).item())
@@ -287,6 +315,8 @@ class Trainer:
         w_steps, w_time = 0, 0.0  # steps and seconds of training (evaluation and checkpoints excluded) since the last log line
         last_eval: dict = {}
         try:
+            if start == 0 and cfg.eval.at_start and self.dev_sets:
+                best, last_eval = self.dev_eval(0, best, log, last_eval)
             for step in range(start, total):
                 t_step = time.perf_counter()
                 r = self.train_step(step)
@@ -305,16 +335,7 @@ class Trainer:
                     window.zero_()
                     w_steps, w_time = 0, 0.0
                 if self.dev_sets and ((cfg.eval.every and done % cfg.eval.every == 0) or done == total):
-                    if info.is_main:
-                        last_eval = evaluate(self.model.encoder, self.lm.tokenizer, self._eval_recipe(), self.dev_sets, cfg.run.precision)
-                        rec = {"kind": "eval", "step": done, **{f"{k}_{'f1' if k == 'mining' else 'p@1'}": v["mean"] for k, v in last_eval.items()}}
-                        sel = cfg.eval.select_on
-                        if sel in last_eval and (best is None or last_eval[sel]["mean"] > best["score"]):
-                            best = self.save_best(done, last_eval[sel]["mean"], last_eval)
-                        rec["best_step"] = best["step"] if best else None
-                        log.write(rec)
-                        self.emit("eval", step=done, results=last_eval, best=best)
-                    D.barrier(info)
+                    best, last_eval = self.dev_eval(done, best, log, last_eval)
                 stop = self._no_progress(done, best)
                 if done % cfg.run.save_every == 0 or done == total or stop:
                     self.save_checkpoint(done, best)
@@ -335,6 +356,20 @@ class Trainer:
             result.model_dir = self.export(best, result.step)
         result.seconds = time.perf_counter() - t0
         return result
+
+    def dev_eval(self, done: int, best: dict | None, log: MetricsLog, last_eval: dict) -> tuple[dict | None, dict]:
+        """Evaluate on the dev sets (main process), log, keep the weights when they beat ``best``: (best, scores)."""
+        if self.info.is_main:
+            last_eval = evaluate(self.model.encoder, self.lm.tokenizer, self._eval_recipe(), self.dev_sets, self.cfg.run.precision)
+            rec = {"kind": "eval", "step": done, **{f"{k}_{'f1' if k == 'mining' else 'p@1'}": v["mean"] for k, v in last_eval.items()}}
+            sel = self.cfg.eval.select_on
+            if sel in last_eval and (best is None or last_eval[sel]["mean"] > best["score"]):
+                best = self.save_best(done, last_eval[sel]["mean"], last_eval)
+            rec["best_step"] = best["step"] if best else None
+            log.write(rec)
+            self.emit("eval", step=done, results=last_eval, best=best)
+        D.barrier(self.info)
+        return best, last_eval
 
     def _no_progress(self, done: int, best: dict | None) -> bool:
         """Early stopping (``eval.patience``): ``patience`` evaluations since the best one, decided on the main
@@ -370,6 +405,9 @@ class Trainer:
             overrides = self.dropout_config if self.cfg.model.disable_dropout else None
             path = export_encoder(self.model.encoder, self.lm.tokenizer, recipe, self.out / "model", info, overrides)
             self.emit("export", path=str(path), step=chosen)
+            if best is not None and chosen == 0:
+                self.emit("note", message=f"no trained step beat the starting weights on the {best['set']} dev set: "
+                                          "the exported model is the starting model")
         D.barrier(self.info)
         return path
 

@@ -24,6 +24,7 @@ class Outputs:
     tgt: torch.Tensor  # (b, d)
     rtl_sum: torch.Tensor | None  # summed token cross-entropy of the RTL head
     rtl_tokens: int
+    neg: torch.Tensor | None = None  # (b * n, d) hard-negative English vectors, when the batch has them
 
 
 class DualEncoder(nn.Module):
@@ -42,22 +43,25 @@ class DualEncoder(nn.Module):
         return states, pool(states.float(), mask, self.pooling)
 
     def forward(self, batch: Batch) -> Outputs:
-        # one encoder call over both sides: the same weights, and one larger matmul is faster than two
-        ls, lt = batch.src_ids.shape[1], batch.tgt_ids.shape[1]
-        width = max(ls, lt)
-        pad = self.pad_id
-        ids = torch.cat([_pad_to(batch.src_ids, width, pad), _pad_to(batch.tgt_ids, width, pad)])
-        mask = torch.cat([_pad_to(batch.src_mask, width, 0), _pad_to(batch.tgt_mask, width, 0)])
+        # one encoder call over both sides (and the hard negatives): the same weights, and one larger matmul is faster
+        blocks = [(batch.src_ids, batch.src_mask), (batch.tgt_ids, batch.tgt_mask)]
+        if batch.neg_ids is not None:
+            blocks.append((batch.neg_ids, batch.neg_mask))
+        ls = batch.src_ids.shape[1]
+        width = max(ids.shape[1] for ids, _ in blocks)
+        ids = torch.cat([_pad_to(i, width, self.pad_id) for i, _ in blocks])
+        mask = torch.cat([_pad_to(m, width, 0) for _, m in blocks])
         states, pooled = self.encode(ids, mask)
         b = batch.src_ids.shape[0]
-        src, tgt = pooled[:b], pooled[b:]
+        src, tgt, neg = pooled[:b], pooled[b : 2 * b], (pooled[2 * b :] if len(blocks) == 3 else None)
         if self.mlp is not None:
             src, tgt = self.mlp(src), self.mlp(tgt)
+            neg = self.mlp(neg) if neg is not None else None
         rtl_sum, n = None, 0
         if self.head is not None:
             logits, targets = self.head(states[:b, :ls], batch.src_mask, batch.rtl_ids, batch.rtl_mask, batch.rtl_label_mask)
             rtl_sum, n = rtl_loss_sum(logits, targets)
-        return Outputs(src, tgt, rtl_sum, n)
+        return Outputs(src, tgt, rtl_sum, n, neg)
 
 
 def _pad_to(x: torch.Tensor, width: int, value: int) -> torch.Tensor:

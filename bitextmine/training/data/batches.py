@@ -69,6 +69,9 @@ class Batch:
     src_key: torch.Tensor  # (b,) int64 hash of the xx sentence (duplicates are not negatives)
     tgt_key: torch.Tensor  # (b,) int64 hash of the en sentence
     langs: list[str] = field(default_factory=list)
+    neg_ids: torch.Tensor | None = None  # (b * n, Ln) hard-negative English sentences, n per pair in pair order
+    neg_mask: torch.Tensor | None = None
+    neg_key: torch.Tensor | None = None  # (b * n,) int64 hashes
 
     def to(self, device: torch.device) -> "Batch":
         kw = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
@@ -90,10 +93,11 @@ def _key(a: np.ndarray) -> int:
 
 
 def make_batch(data: PreparedData, samples: list[tuple[int, int]]) -> Batch:
-    """Tensors for ``samples`` [(language index, pair index)], padded to the longest in the batch."""
+    """Tensors for ``samples`` [(language index, pair index)], padded to the longest in the batch;
+    with the pairs' hard-negative English sentences when the data carries them (``LangData.neg``)."""
     lay = data.layout
     langs = data.languages
-    src, tgt, rtl, sk, tk, names = [], [], [], [], [], []
+    src, tgt, rtl, sk, tk, names, neg = [], [], [], [], [], [], []
     for li, i in samples:
         d = data.langs[langs[li]]
         s, t, r = d.src[i], d.tgt[i], d.rtl[i]
@@ -103,6 +107,8 @@ def make_batch(data: PreparedData, samples: list[tuple[int, int]]) -> Batch:
         sk.append(_key(s))
         tk.append(_key(t))
         names.append(langs[li])
+        if d.neg is not None:
+            neg.extend(d.tgt[int(j)] for j in d.neg[i])
     src_ids, src_mask = _pad(src, lay.pad_id)
     tgt_ids, tgt_mask = _pad(tgt, lay.pad_id)
     rtl_ids, rtl_mask = _pad(rtl, lay.pad_id)
@@ -111,5 +117,9 @@ def make_batch(data: PreparedData, samples: list[tuple[int, int]]) -> Batch:
     for row, (li, i) in enumerate(samples):
         n = len(data.langs[langs[li]].rtl[i])
         label[row, h : h + n] = True
-    return Batch(src_ids, src_mask, tgt_ids, tgt_mask, rtl_ids, rtl_mask, label,
-                 torch.tensor(sk, dtype=torch.long), torch.tensor(tk, dtype=torch.long), names)
+    batch = Batch(src_ids, src_mask, tgt_ids, tgt_mask, rtl_ids, rtl_mask, label,
+                  torch.tensor(sk, dtype=torch.long), torch.tensor(tk, dtype=torch.long), names)
+    if neg:
+        batch.neg_ids, batch.neg_mask = _pad([lay.wrap(t, with_prefix=False) for t in neg], lay.pad_id)
+        batch.neg_key = torch.tensor([_key(t) for t in neg], dtype=torch.long)
+    return batch

@@ -101,6 +101,7 @@ class LangData:
     tgt: Ragged  # en content ids with prefix, truncated likewise
     rtl: Ragged  # en content ids without prefix: the RTL labels (same truncation as tgt)
     dev: list[tuple[str, str]]  # held-out (xx, en) pairs (text)
+    neg: np.ndarray | None = None  # (pairs, n) hard-negative English rows per pair (objective.hard_negatives), else None
 
     def __len__(self) -> int:
         return len(self.src)
