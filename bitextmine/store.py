@@ -314,6 +314,13 @@ def check_same_model(a: EmbeddingStore, b: EmbeddingStore) -> None:
     """Raise MismatchError unless both stores were made by the same model and recipe."""
     if a.fingerprint != b.fingerprint:
         ma, mb = a.manifest, b.manifest
+        if ma.get("model") == mb.get("model") == "default":
+            raise MismatchError(
+                f"embeddings in {a.folder} (fingerprint {a.fingerprint}) and {b.folder} (fingerprint {b.fingerprint}) were both "
+                "made by --model default, but by different versions of it: since bitextmine 0.2 'default' is the DAP-trained "
+                "model that ships with the package and 'e5-small' the untouched base that was 'default' before; re-encode the "
+                "older folder (or encode both sides with --model e5-small)"
+            )
         raise MismatchError(
             f"embeddings in {a.folder} (model {ma.get('model')}, fingerprint {a.fingerprint}) and {b.folder} "
             f"(model {mb.get('model')}, fingerprint {b.fingerprint}) were made by different models or recipes; "

@@ -55,6 +55,7 @@ def test_resolve_langs():
     assert resolve_langs("deu, fra,deu", avail) == ["deu", "fra"]
     assert resolve_langs("dap14,epo", avail) == [*DAP14, "epo"]
     assert resolve_langs("all", avail) == sorted(avail)
+    assert resolve_langs("rest", avail) == ["epo", "yue"]  # the languages outside the 36 the default is trained on
     with pytest.raises(InputError, match="'xyz'"):
         resolve_langs("deu,xyz", avail)
     with pytest.raises(InputError, match="no Tatoeba files for afr"):
@@ -64,7 +65,7 @@ def test_resolve_langs():
 def test_langs_errors_name_their_parameter():
     for spec, text in ((" , ", "{} is empty"),
                        ("dap14", "{} dap14: no Tatoeba files for " + ", ".join(DAP14[1:]) + " in the data folder"),
-                       ("xyz", "{}: no Tatoeba files for 'xyz' (a language code found in the data folder, or one of dap36, dap14, all)")):
+                       ("xyz", "{}: no Tatoeba files for 'xyz' (a language code found in the data folder, or one of dap36, dap14, all, rest)")):
         with pytest.raises(InputError) as e:
             resolve_langs(spec, ["ara"])
         assert e.value.param == "langs"

@@ -61,3 +61,21 @@ def test_different_models_refuse_to_compare(enc, tiny_model_b, corpus, tmp_path)
     encode_corpus([str(p)], tmp_path / "b", Encoder(load_model(str(tiny_model_b)), precision="fp32"))
     with pytest.raises(MismatchError, match="different models"):
         check_same_model(EmbeddingStore(tmp_path / "a"), EmbeddingStore(tmp_path / "b"))
+
+
+def test_folders_of_two_versions_of_default_say_why(tmp_path):
+    """A folder embedded by the pre-0.2 'default' (the untouched base) next to one of today's default: the message
+    says that 'default' changed and how to go on, instead of only 'different models'."""
+    import json
+
+    import numpy as np
+    from test_scale import write_store
+
+    stores = []
+    for name, fp in (("old", "base-fp"), ("new", "dap-fp")):
+        s = write_store(tmp_path / name, np.eye(4, dtype=np.float32), [4], fingerprint=fp)
+        m = json.loads((s.folder / "manifest.json").read_text())
+        (s.folder / "manifest.json").write_text(json.dumps({**m, "model": "default"}))
+        stores.append(EmbeddingStore(s.folder))
+    with pytest.raises(MismatchError, match="different versions of it.*e5-small"):
+        check_same_model(*stores)

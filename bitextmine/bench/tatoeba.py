@@ -67,7 +67,8 @@ def find_tatoeba(data: str | Path) -> dict[str, tuple[Path, Path]]:
 
 
 def resolve_langs(spec: str | Iterable[str] | None, available: Iterable[str]) -> list[str]:
-    """Languages to evaluate: a set name (dap36, dap14, all), a comma list, or both mixed ("dap14,jpn").
+    """Languages to evaluate: a set name (dap36, dap14, all, rest = all but dap36: the languages the default
+    model was not trained on), a comma list, or both mixed ("dap14,jpn").
 
     Errors are about the ``langs`` parameter (``param="langs"``).
     """
@@ -80,6 +81,8 @@ def resolve_langs(spec: str | Iterable[str] | None, available: Iterable[str]) ->
         it = ALIASES.get(it, it)
         if it == "all":
             out.extend(sorted(avail))
+        elif it == "rest":
+            out.extend(sorted(avail - set(DAP36)))
         elif it in LANG_SETS:
             missing = [lang for lang in LANG_SETS[it] if lang not in avail]
             if missing:
@@ -88,7 +91,7 @@ def resolve_langs(spec: str | Iterable[str] | None, available: Iterable[str]) ->
         elif it in avail:
             out.append(it)
         else:
-            known = ", ".join([*LANG_SETS, "all"])
+            known = ", ".join([*LANG_SETS, "all", "rest"])
             raise InputError(f"{{param}}: no Tatoeba files for {it!r} (a language code found in the data folder, or one of {known})",
                              param="langs")
     return list(dict.fromkeys(out))

@@ -180,7 +180,7 @@ def _bucc_table(r, enc, opts, splits) -> Table:
 @friendly
 def tatoeba_cmd(
     data: Path = typer.Option(..., "--data", help="Folder with LASER's Tatoeba files (tatoeba.xxx-eng.xxx, tatoeba.xxx-eng.eng)."),
-    langs: str = typer.Option("dap36", "--langs", help="dap36 (XTREME's 36 languages), dap14 (the 14 XNLI languages), all, or a comma list of codes (mixing allowed: dap14,jpn)."),
+    langs: str = typer.Option("dap36", "--langs", help="dap36 (XTREME's 36 languages), dap14 (the 14 XNLI languages), all, rest (all but dap36), or a comma list of codes (mixing allowed: dap14,jpn)."),
     model: str = ModelOpt,
     margin: Margin = typer.Option(Margin.ABSOLUTE, "--margin", help="absolute (cosine nearest neighbour, default), or ratio/distance to rescore the k nearest like LASER's xSIM."),
     k: int = KOpt,
