@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 from bitextmine.errors import InputError, MismatchError, StoreError
 from bitextmine.events import Listener, task
 from bitextmine.fs import OutputLock, is_temp_name
-from bitextmine.store import (FORMAT, FORMAT_VERSION, MANIFEST, SHARD_NAME, ShardWriter, read_manifest, schema, verify_shard,
+from bitextmine.store import (DEFAULT_CHANGED, FORMAT, FORMAT_VERSION, MANIFEST, SHARD_NAME, ShardWriter, read_manifest, schema, verify_shard,
                               write_manifest)
 
 
@@ -93,6 +93,9 @@ def _check_resumable(old: dict, new: dict, out: Path) -> None:
     """Raise MismatchError if an existing folder's embeddings or shard layout differ from this run's."""
     hint = f"or use another {{out}} folder, or {{overwrite}} to discard {out}"
     if old["fingerprint"] != new["fingerprint"]:
+        if old.get("model") == new["model"] == "default":
+            raise MismatchError(f"{out} was started by another version of --model default ({DEFAULT_CHANGED}); rerun with "
+                                f"{{model}} e5-small if it was started before 0.2, {hint}", param=("model",) + _RESUME_FLAGS)
         raise MismatchError(
             f"{out} holds embeddings of another model or recipe ({old.get('model')}, fingerprint {old['fingerprint']}; this run: "
             f"{new['model']}, fingerprint {new['fingerprint']}); rerun with {{model}} {old.get('model')} and the same recipe options "

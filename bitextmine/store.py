@@ -310,6 +310,10 @@ class EmbeddingStore:
             yield pos, (c, indices[pos] - c.start)
 
 
+DEFAULT_CHANGED = ("since bitextmine 0.2 'default' is the DAP-trained model that ships with the package, and 'e5-small' "
+                   "the untouched base that was 'default' before")
+
+
 def check_same_model(a: EmbeddingStore, b: EmbeddingStore) -> None:
     """Raise MismatchError unless both stores were made by the same model and recipe."""
     if a.fingerprint != b.fingerprint:
@@ -317,8 +321,7 @@ def check_same_model(a: EmbeddingStore, b: EmbeddingStore) -> None:
         if ma.get("model") == mb.get("model") == "default":
             raise MismatchError(
                 f"embeddings in {a.folder} (fingerprint {a.fingerprint}) and {b.folder} (fingerprint {b.fingerprint}) were both "
-                "made by --model default, but by different versions of it: since bitextmine 0.2 'default' is the DAP-trained "
-                "model that ships with the package and 'e5-small' the untouched base that was 'default' before; re-encode the "
+                f"made by --model default, but by different versions of it: {DEFAULT_CHANGED}; re-encode the "
                 "older folder (or encode both sides with --model e5-small)"
             )
         raise MismatchError(

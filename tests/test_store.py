@@ -79,3 +79,13 @@ def test_folders_of_two_versions_of_default_say_why(tmp_path):
         stores.append(EmbeddingStore(s.folder))
     with pytest.raises(MismatchError, match="different versions of it.*e5-small"):
         check_same_model(*stores)
+
+
+def test_resuming_a_folder_of_the_earlier_default_names_e5_small(tmp_path):
+    from bitextmine.encode_job import _check_resumable
+
+    old = {"fingerprint": "base-fp", "model": "default", "dim": 384}
+    with pytest.raises(MismatchError, match="another version of --model default.*e5-small"):
+        _check_resumable(old, {**old, "fingerprint": "dap-fp"}, tmp_path)
+    with pytest.raises(MismatchError, match="another model or recipe"):
+        _check_resumable(old, {**old, "fingerprint": "x", "model": "other"}, tmp_path)
