@@ -48,6 +48,7 @@ class MineOptions:
     strategy: Strategy = Strategy.MAX
     index: str = "auto"  # "flat" (exact), "auto" (by size) or a FAISS index factory string
     nprobe: int | None = None  # IVF cells visited per query (None: the index's default)
+    memory_budget: int | None = None  # bytes the auto index may hold (None: a quarter of physical memory); picks its codes
     threshold: float | None = None  # keep pairs scoring at least this margin (mine_files: None = the model's saved one)
     top: int | None = None  # keep only the N best pairs
     dedup: bool = False  # mine unique sentences only (exact text match; stores only)
@@ -84,7 +85,7 @@ class MineResult:
     src_count: int  # sentences considered on each side (after de-duplication)
     tgt_count: int
     seconds: float  # search, scoring and selection
-    index: str  # the index option used
+    index: str  # the index the search used, resolved ("IVF4096,SQfp16 (nprobe 256)"; "A / B" when the directions differ)
     threshold: ThresholdChoice | None = None  # mine_files: which threshold applied, and why
     src: EmbeddingStore | None = None  # mine_files: the two sides, to read texts back
     tgt: EmbeddingStore | None = None
@@ -129,6 +130,15 @@ def _no_search(n: int) -> tuple[np.ndarray, np.ndarray]:
     return np.empty((n, 0), np.float32), np.empty((n, 0), np.int64)
 
 
+def plan_index(opts: MineOptions, src_rows: int, tgt_rows: int, dim: int) -> str:
+    """The index the search will use, resolved as it will resolve it ("auto" by sizes and memory budget), described."""
+    from bitextmine.knn import index_used
+
+    one_way = opts.margin is Margin.ABSOLUTE and opts.strategy in (Strategy.FORWARD, Strategy.BACKWARD)
+    x, y = (tgt_rows, src_rows) if one_way and opts.strategy is Strategy.BACKWARD else (src_rows, tgt_rows)
+    return index_used(opts.index, x, y, dim, nprobe=opts.nprobe, memory_budget=opts.memory_budget, both=not one_way)
+
+
 def _search_and_select(xs: Any, ys: Any, opts: MineOptions, advance: Advance | None, engine: dict | None = None) -> Candidates:
     """The one k-NN + margin + threshold path: both directions searched (one IVF training for the
     two), candidates scored and selected, then cut at the threshold and to the top N.
@@ -149,6 +159,8 @@ def _search_and_select(xs: Any, ys: Any, opts: MineOptions, advance: Advance | N
 def _select(xs: Any, ys: Any, opts: MineOptions, advance: Advance | None, knn: Any, knn_pair: Any) -> Candidates:
 
     kw: dict[str, Any] = dict(index=opts.index, block_rows=opts.block_rows, nprobe=opts.nprobe, use_gpu=opts.use_gpu, progress=advance)
+    if opts.memory_budget is not None:
+        kw["memory_budget"] = opts.memory_budget
     m, st = opts.margin, opts.strategy
     # The absolute margin needs no neighbourhood means: forward/backward then need one search only.
     if m is Margin.ABSOLUTE and st is Strategy.FORWARD:
@@ -190,6 +202,7 @@ def mine_stores(src: EmbeddingStore, tgt: EmbeddingStore, opts: MineOptions | No
         from bitextmine.ray_mine import preflight
 
         preflight(opts.engine)
+    index = plan_index(opts, len(src), len(tgt), src.dim)  # before any work: a budget too small is an error now
     t0 = time.perf_counter()
     xs: EmbeddingStore | SubsetBlocks = src
     ys: EmbeddingStore | SubsetBlocks = tgt
@@ -202,7 +215,8 @@ def mine_stores(src: EmbeddingStore, tgt: EmbeddingStore, opts: MineOptions | No
         cand = _search_and_select(xs, ys, opts, advance, engine)
     if src_rows is not None:
         cand = Candidates(src_rows[cand.src], tgt_rows[cand.tgt], cand.score)
-    res = MineResult(cand, len(xs), len(ys), time.perf_counter() - t0, opts.index, src=src, tgt=tgt, engine=engine or None)
+        index = plan_index(opts, len(xs), len(ys), src.dim)
+    res = MineResult(cand, len(xs), len(ys), time.perf_counter() - t0, index, src=src, tgt=tgt, engine=engine or None)
     if opts.filter is not None:  # exact scores and texts (mine_files filters as it writes)
         from bitextmine.filters.mined import filter_candidates
 

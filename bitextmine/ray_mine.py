@@ -211,7 +211,7 @@ class RaySearch:
     def knn(self, queries: Any, database: Any, k: int, index: str = "flat", *, progress: Advance = None, **options: Any) -> Result:
         o = SearchOptions(index, **options)
         _check(queries, database, k, o.block_rows)
-        spec = _resolve(o.index, len(database), database.dim, o.nprobe, o.train_size)
+        spec = _resolve(o.index, len(database), database.dim, o.nprobe, o.train_size, o.memory_budget)
         self.engine["index"]["forward"] = _shown(spec)
         return self._one_way(queries, database, k, spec, o, progress)
 
@@ -219,8 +219,8 @@ class RaySearch:
         """Both directions, as :func:`bitextmine.knn.knn_pair` decides them (one training for both where it trains one)."""
         o = SearchOptions(index, **options)
         _check(x, y, k, o.block_rows)
-        fwd_spec = _resolve(o.index, len(y), y.dim, o.nprobe, o.train_size)
-        bwd_spec = _resolve(o.index, len(x), x.dim, o.nprobe, o.train_size)
+        fwd_spec = _resolve(o.index, len(y), y.dim, o.nprobe, o.train_size, o.memory_budget)
+        bwd_spec = _resolve(o.index, len(x), x.dim, o.nprobe, o.train_size, o.memory_budget)
         self.engine["index"].update(forward=_shown(fwd_spec), backward=_shown(bwd_spec))
         if fwd_spec[0].lower() == bwd_spec[0].lower() == "flat" and len(x) and len(y):
             return self._exact(x, y, k, o.block_rows, True, progress)  # type: ignore[return-value]

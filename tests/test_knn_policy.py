@@ -5,7 +5,10 @@ import numpy as np
 import pytest
 from knn_cases import assert_knn_equal, small_data
 
-from bitextmine.knn import auto_index, knn
+from bitextmine.errors import InputError
+from bitextmine.knn import auto_index, code_bytes, index_used, knn
+
+GiB = 2**30
 
 
 @pytest.fixture(scope="module")
@@ -14,14 +17,62 @@ def data() -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_auto_index_rule() -> None:
-    assert auto_index(1_000, 1024) == ("flat", {})
-    assert auto_index(99_999, 1024) == ("flat", {})
-    assert auto_index(100_000, 1024) == ("IVF1024,SQfp16", {"nprobe": 64, "train_size": 32_768})
-    assert auto_index(1_000_000, 384) == ("IVF4096,SQfp16", {"nprobe": 256, "train_size": 131_072})
-    assert auto_index(1_000_000, 1024) == ("IVF4096,SQfp16", {"nprobe": 256, "train_size": 131_072})
-    assert auto_index(10_000_000, 384) == ("IVF16384,SQ8", {"nprobe": 256, "train_size": 524_288})
-    assert auto_index(100_000_000, 1024) == ("IVF32768,PQ32", {"nprobe": 256, "train_size": 1_048_576})
-    assert auto_index(1_000_000, 768, memory_budget=2**20)[0] == "IVF4096,PQ8"
+    b = {"memory_budget": 4 * GiB}
+    assert auto_index(1_000, 1024, **b) == ("flat", {})
+    assert auto_index(99_999, 1024, **b) == ("flat", {})
+    assert auto_index(100_000, 1024, **b) == ("IVF1024,SQfp16", {"nprobe": 64, "train_size": 32_768})
+    assert auto_index(1_000_000, 384, **b) == ("IVF4096,SQfp16", {"nprobe": 256, "train_size": 131_072})
+    assert auto_index(1_000_000, 1024, **b) == ("IVF4096,SQfp16", {"nprobe": 256, "train_size": 131_072})
+    assert auto_index(10_000_000, 384, **b) == ("IVF16384,SQ8", {"nprobe": 256, "train_size": 524_288})
+    assert auto_index(100_000_000, 1024, **b) == ("OPQ32,IVF32768,PQ32", {"nprobe": 256, "train_size": 1_048_576})
+    assert auto_index(1_000_000, 768, memory_budget=2**24)[0] == "OPQ8,IVF4096,PQ8"
+
+
+def test_the_tiers_follow_the_memory_budget() -> None:
+    n, d = 10_000_000, 384
+    # fp16 codes and ids: 776 bytes a vector (7.2 GiB at 10M); SQ8: 392 (3.7 GiB); OPQ+PQ64: 72 (0.7 GiB)
+    assert code_bytes("IVF16384,SQfp16", d) == 776 and code_bytes("IVF16384,SQ8", d) == 392
+    assert code_bytes("OPQ64,IVF16384,PQ64", d) == 72 and code_bytes("flat", d) == 1536 and code_bytes("HNSW32", d) is None
+    assert auto_index(n, d, memory_budget=8 * GiB)[0] == "IVF16384,SQfp16"
+    assert auto_index(n, d, memory_budget=4 * GiB)[0] == "IVF16384,SQ8"
+    assert auto_index(n, d, memory_budget=1 * GiB)[0] == "OPQ64,IVF16384,PQ64"
+    assert auto_index(n, d, memory_budget=300 * 2**20)[0] == "OPQ16,IVF16384,PQ16"  # 24 bytes a vector: 229 MiB
+    for spec in ("IVF16384,SQfp16", "IVF16384,SQ8", "OPQ64,IVF16384,PQ64"):  # what auto picks fits the budget it was given
+        budget = n * code_bytes(spec, d)
+        assert auto_index(n, d, memory_budget=budget)[0] == spec
+    with pytest.raises(InputError, match="over the memory budget") as e:  # not even 8-byte codes fit: said before any work
+        auto_index(n, d, memory_budget=100 * 2**20)
+    assert e.value.param == "memory_budget" and "--engine ray" in str(e.value)
+
+
+def test_the_default_budget_is_a_quarter_of_memory() -> None:
+    import os
+
+    from bitextmine.knn import default_memory_budget
+
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert default_memory_budget() == int(ram * 0.25)
+    assert auto_index(10_000_000, 384) == auto_index(10_000_000, 384, memory_budget=int(ram * 0.25))
+
+
+def test_index_used_reports_what_the_search_resolves() -> None:
+    b = 4 * GiB
+    assert index_used("auto", 1_000, 2_000, 384, memory_budget=b) == "flat"
+    assert index_used("auto", 1_000_000, 1_000_000, 384, memory_budget=b) == "IVF4096,SQfp16 (nprobe 256)"
+    assert index_used("auto", 50_000, 1_000_000, 384, memory_budget=b) == "IVF4096,SQfp16 (nprobe 256) / flat"
+    assert index_used("IVF64,Flat", 10, 10, 8) == "IVF64,Flat (nprobe 16)"
+    assert index_used("IVF64,Flat", 10, 10, 8, nprobe=4) == "IVF64,Flat (nprobe 4)"
+    assert index_used("HNSW16", 10, 10, 8) == "HNSW16"
+
+
+def test_an_opq_pq_index_searches() -> None:
+    """The codes auto falls back to (a learned rotation, then product codes) build and search through our path."""
+    rng = np.random.default_rng(0)
+    xb = rng.normal(size=(4000, 16)).astype(np.float32)
+    xb /= np.linalg.norm(xb, axis=1, keepdims=True)
+    xq = xb[:200] + 0.05 * rng.normal(size=(200, 16)).astype(np.float32)
+    D, I = knn(xq, xb, 3, index="OPQ8,IVF16,PQ8", nprobe=16)
+    assert I.shape == (200, 3) and np.mean(I[:, 0] == np.arange(200)) > 0.8  # product codes: close, not exact
 
 
 def test_auto_small_is_exact(data: tuple[np.ndarray, np.ndarray]) -> None:

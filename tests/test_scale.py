@@ -102,6 +102,7 @@ def test_approximate_and_exact_select_the_same_pairs(stores, monkeypatch) -> Non
     spec, params = knn_mod.auto_index(len(ys), ys.dim)
     assert spec.startswith("IVF") and spec.endswith("SQfp16")
     auto = mine_stores(xs, ys, MineOptions(index="auto"))
+    assert exact.index == "flat" and auto.index == f"{spec} (nprobe {params['nprobe']})"  # what ran, not "auto"
     true_pairs = set(map(tuple, truth.tolist()))
     found = pairs_of(exact) & true_pairs
     assert len(found) >= 0.95 * len(true_pairs)  # the set is structured, not trivial, but mineable
@@ -236,9 +237,9 @@ def test_auto_rule_scales_lists_and_probes() -> None:
         if prev:
             assert nlist > prev
         prev = nlist
-    assert auto_index(1_000_000, 384)[0].endswith(",SQfp16")  # 0.77 GB of fp16 codes
-    assert auto_index(10_000_000, 384)[0].endswith(",SQ8")  # fp16 would be 7.7 GB, over the 4 GiB budget
-    assert auto_index(1_000_000, 384, memory_budget=2**26)[0].endswith(",PQ64")
+    assert auto_index(1_000_000, 384, memory_budget=2**32)[0].endswith(",SQfp16")  # 0.77 GB of fp16 codes
+    assert auto_index(10_000_000, 384, memory_budget=2**32)[0].endswith(",SQ8")  # fp16 would be 7.7 GB, over 4 GiB
+    assert auto_index(1_000_000, 384, memory_budget=2**27)[0].endswith(",PQ64")
 
 
 # ------------------------------------------------------------------------------------------ encoder
@@ -348,3 +349,32 @@ def test_centred_probing_crosses_a_language_offset() -> None:
     plain = (pi[:, 0] == np.arange(n)).mean()
     exact = (knn(x, y, 1)[1][:, 0] == np.arange(n)).mean()
     assert centred >= exact - 0.02 and centred > plain + 0.1, (centred, plain, exact)
+
+
+def test_a_memory_budget_too_small_for_any_index_is_one_line_before_work(tmp_path, monkeypatch) -> None:
+    """5k 32-d vectors (auto made to index from 1k rows) need >= 78 KiB even as 8-byte product codes and ids: a 50 KiB
+    budget is refused before any search, naming the flag; a bad size is refused too; a budget between the SQ8 and
+    the fp16 index picks SQ8, and the summary and report name the index that ran."""
+    import json
+
+    from conftest import one_line_error
+    from typer.testing import CliRunner
+
+    from bitextmine.cli import app
+
+    monkeypatch.setattr(knn_policy, "AUTO_FLAT_BELOW", 1000)
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(5_000, 32)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    write_store(tmp_path / "x", emb, [3_000])
+    run = CliRunner().invoke
+    args = ["mine", str(tmp_path / "x"), str(tmp_path / "x"), "--out", str(tmp_path / "p.tsv")]
+    line = one_line_error(run(app, [*args, "--memory-budget", "50K"]))
+    assert "--memory-budget" in line and "over the memory budget" in line and "--engine ray" in line
+    assert not (tmp_path / "p.tsv").exists()
+    line = one_line_error(run(app, [*args, "--memory-budget", "lots"]))
+    assert "--memory-budget" in line and "not a size" in line
+    res = run(app, [*args, "--memory-budget", "300K", "--top", "5", "--report", str(tmp_path / "r.json")])
+    assert res.exit_code == 0, res.output
+    used = json.loads((tmp_path / "r.json").read_text())["index"]
+    assert used == "IVF256,SQ8 (nprobe 16)" and "IVF256,SQ8" in res.output  # 40 bytes a vector fit, fp16's 72 do not

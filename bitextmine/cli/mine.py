@@ -10,7 +10,7 @@ from rich.table import Table
 
 from bitextmine.cli.filter import FILTER_FLAGS, RejectsOpt, filter_options, given_flags, language_notes, show_filter_report, takes_filter_options
 from bitextmine.cli.shared import (AddressOpt, CacheOpt, CpusPerWorkerOpt, Engine, ErrorsOpt, IdColumnOpt, KOpt, ModelOpt, NprobeOpt, PrecisionOpt,
-                                   WorkersOpt, encoder_options, err, flag, friendly, ray_options, reporting, set_search_threads)
+                                   WorkersOpt, encoder_options, err, flag, friendly, parse_size, ray_options, reporting, set_search_threads)
 from bitextmine.corpus import Errors
 from bitextmine.margin import Margin, Strategy
 from bitextmine.output import Format
@@ -29,6 +29,7 @@ def mine_cmd(
     strategy: Strategy = typer.Option(Strategy.MAX, "--strategy", help="max, forward, backward or intersect."),
     index: str = typer.Option("auto", "--index", help="flat (exact), auto (by size), or a FAISS factory string such as IVF4096,PQ64."),
     nprobe: Optional[int] = NprobeOpt,
+    memory_budget: Optional[str] = typer.Option(None, "--memory-budget", help="Memory the auto index may hold, e.g. 6G or 500M (default: a quarter of RAM); it picks the codes: fp16, SQ8, then OPQ+PQ."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Keep pairs with margin >= this (default: the model's tuned threshold, when tuned for the same --margin and -k; else all)."),
     top: Optional[int] = typer.Option(None, "--top", help="Keep only the N best pairs."),
     dedup: bool = typer.Option(False, "--dedup", help="Mine unique sentences only (exact duplicates removed)."),
@@ -61,6 +62,7 @@ def mine_cmd(
         raise InputError(f"{flag(loose[0])} needs --filter")
     fopts = filter_options(**(filter_flags or {})) if filter_ else None
     opts = MineOptions(k=k, margin=margin, strategy=strategy, index=index, nprobe=nprobe, threshold=threshold, top=top, dedup=dedup,
+                       memory_budget=parse_size(memory_budget, "memory_budget"),
                        filter=fopts, engine=ray_options(engine, address=address, workers=workers, cpus_per_worker=cpus_per_worker))
     output = PairsOutput(out, fmt, with_lines=with_lines, with_ids=with_ids)
     rej = None
@@ -80,7 +82,7 @@ def mine_cmd(
     t.add_row("sentences", f"{res.src_count:,} × {res.tgt_count:,}" + (" (unique)" if dedup else ""))
     shown = "none" if thr.value is None else f"{thr.value:g}" + (" (model default)" if thr.from_model else "")
     t.add_row("threshold", shown + (escape(f"; {thr.note}") if thr.note else ""))
-    t.add_row("scoring", f"{margin.value} margin, k={k}, {strategy.value}, index {index}")
+    t.add_row("scoring", escape(f"{margin.value} margin, k={k}, {strategy.value}, index {res.index}"))
     if res.engine:
         e = res.engine
         used = "; ".join(f"{d} {i}" for d, i in e["index"].items())

@@ -142,6 +142,25 @@ def encoder_options(model: str, precision: str, *, batch_tokens: int | None = No
                           max_tokens=max_tokens, threads=threads, device=device)
 
 
+_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb": 2**20, "mib": 2**20,
+          "g": 2**30, "gb": 2**30, "gib": 2**30, "t": 2**40, "tb": 2**40, "tib": 2**40}
+
+
+def parse_size(text: str | None, param: str) -> int | None:
+    """``"6G"``, ``"500M"``, ``"1.5GiB"`` or a number of bytes -> bytes (binary units); None stays None."""
+    if text is None:
+        return None
+    import re
+
+    from bitextmine.errors import InputError
+
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text)
+    unit = m.group(2).lower() if m else ""
+    if not m or unit not in _UNITS or float(m.group(1)) * _UNITS[unit] < 1:
+        raise InputError(f"{{param}}: {text!r} is not a size (e.g. 6G, 500M or a number of bytes)", param=param)
+    return int(float(m.group(1)) * _UNITS[unit])
+
+
 def set_search_threads(threads: int | None) -> None:
     if threads:
         import faiss

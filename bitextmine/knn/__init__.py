@@ -65,10 +65,11 @@ from .policy import AUTO_MEMORY_BUDGET as AUTO_MEMORY_BUDGET
 from .policy import AUTO_NPROBE_FRACTION as AUTO_NPROBE_FRACTION
 from .policy import AUTO_NPROBE_MAX as AUTO_NPROBE_MAX
 from .policy import AUTO_NPROBE_MIN as AUTO_NPROBE_MIN
-from .policy import _check, _resolve, auto_index
+from .policy import _check, _resolve, auto_index, code_bytes, default_memory_budget, describe
 from .sources import ArrayBlocks, BlockSource, _as_source
 
-__all__ = ["ArrayBlocks", "BlockSource", "GpuFallbackWarning", "SearchOptions", "auto_index", "knn", "knn_pair"]
+__all__ = ["ArrayBlocks", "BlockSource", "GpuFallbackWarning", "SearchOptions", "auto_index", "code_bytes", "default_memory_budget",
+           "describe", "index_used", "knn", "knn_pair"]
 
 Resolved = tuple[str, int | None, int | None]  # (factory string or "flat", nprobe, train_size) after _resolve
 
@@ -85,6 +86,8 @@ class SearchOptions:
         ``min(nb, max(50_000, 39 * nlist))``); ``seed`` draws it.
     use_gpu: None = all GPUs FAISS sees, if any; False = CPU; True = GPUs (CPU with a
         :class:`GpuFallbackWarning` if FAISS sees none).
+    memory_budget: bytes the ``auto`` index may hold (codes and ids; default a quarter of physical
+        memory, :func:`~.policy.default_memory_budget`): it picks the codes (fp16, SQ8, OPQ+PQ).
     """
 
     index: str = "flat"
@@ -93,6 +96,7 @@ class SearchOptions:
     train_size: int | None = None
     use_gpu: bool | None = None
     seed: int = 0
+    memory_budget: int | None = None
 
 
 def knn(
@@ -118,7 +122,7 @@ def knn(
     db = _as_source(database, "database")
     _check(qs, db, k, o.block_rows)
     gpu = _use_gpus(o.use_gpu)
-    resolved = _resolve(o.index, len(db), db.dim, o.nprobe, o.train_size)
+    resolved = _resolve(o.index, len(db), db.dim, o.nprobe, o.train_size, o.memory_budget)
     return _one_way(qs, db, k, resolved, gpu, o.seed, o.block_rows, progress)
 
 
@@ -146,8 +150,8 @@ def knn_pair(
     ys = _as_source(y, "y")
     _check(xs, ys, k, block_rows)
     gpu = _use_gpus(o.use_gpu)
-    fwd_spec = _resolve(index, len(ys), ys.dim, nprobe, train_size)
-    bwd_spec = _resolve(index, len(xs), xs.dim, nprobe, train_size)
+    fwd_spec = _resolve(index, len(ys), ys.dim, nprobe, train_size, o.memory_budget)
+    bwd_spec = _resolve(index, len(xs), xs.dim, nprobe, train_size, o.memory_budget)
     if not gpu and fwd_spec[0].lower() == bwd_spec[0].lower() == "flat" and len(xs) and len(ys):
         fwd, bwd = exact_search(xs, ys, k, block_rows, progress, both=True)
         return fwd, bwd  # type: ignore[return-value]
@@ -165,6 +169,33 @@ def knn_pair(
     if fwd_spec[0].lower() != "flat" or bwd_spec[0].lower() != "flat":
         fwd, bwd = _fuse(fwd, bwd)  # approximate: pairs found either way count for both rows (.fuse)
     return fwd, bwd
+
+
+def index_used(index: str, x_rows: int, y_rows: int, dim: int, *, nprobe: int | None = None, train_size: int | None = None,
+               memory_budget: int | None = None, both: bool = True) -> str:
+    """The index :func:`knn_pair` (``both``) or :func:`knn` (x against y) searches with, as reported in
+    mining summaries and outputs: ``"IVF4096,SQfp16 (nprobe 256)"``, or ``"A / B"`` when the two
+    directions' databases get different ones. Raises like the search would (e.g. a budget too small)."""
+    def one(nb: int) -> str:
+        spec, probe, _ = _resolve(index, nb, dim, nprobe, train_size, memory_budget)
+        if probe is None and spec.lower() != "flat" and "IVF" in spec:
+            probe = _auto_nprobe_of(spec)
+        return describe(spec, probe)
+
+    fwd = one(y_rows)
+    if not both:
+        return fwd
+    bwd = one(x_rows)
+    return fwd if fwd == bwd else f"{fwd} / {bwd}"
+
+
+def _auto_nprobe_of(spec: str) -> int | None:
+    import re
+
+    from .policy import _auto_nprobe
+
+    m = re.search(r"IVF(\d+)", spec)
+    return _auto_nprobe(int(m.group(1))) if m else None
 
 
 def _one_way(

@@ -1,21 +1,29 @@
 """Which index, with which parameters: the ``"auto"`` rule and the defaults of user-given indexes.
 
-Every number the search chooses by itself is set here, from the database size: exact search
-below :data:`AUTO_FLAT_BELOW` rows, else IVF lists, lists probed, training sample and codes
-(:func:`auto_index`), and the query block size of the by-list IVF search (:func:`_ivf_query_rows`).
-A caller's explicit ``nprobe`` and ``train_size`` always win (:func:`_resolve`).
+Every number the search chooses by itself is set here, from the database size and a memory
+budget: exact search below :data:`AUTO_FLAT_BELOW` rows, else IVF lists, lists probed, training
+sample and codes (:func:`auto_index`), and the query block size of the by-list IVF search
+(:func:`_ivf_query_rows`). A caller's explicit ``nprobe`` and ``train_size`` always win (:func:`_resolve`).
 """
 from __future__ import annotations
 
 import math
+import os
+import re
 
 from ..errors import InputError, MismatchError
 from .sources import BlockSource
 
 #: ``auto`` uses exact search below this many database vectors.
 AUTO_FLAT_BELOW = 100_000
-#: ``auto`` keeps the index's vector codes under this many bytes (fp16, else SQ8, else PQ).
+#: ``auto``'s memory budget for the index (codes and ids) when none is given: this fraction of physical memory.
+AUTO_MEMORY_FRACTION = 0.25
+#: ... or this many bytes where the physical memory cannot be read.
 AUTO_MEMORY_BUDGET = 4 * 2**30
+#: Bytes an IVF index keeps per vector besides its code: the 64-bit id in its inverted list.
+ID_BYTES = 8
+#: Product-quantiser sizes (bytes a vector) ``auto`` tries, largest first; each must divide the dimension.
+PQ_SIZES = (64, 48, 32, 16, 8)
 #: IVF lists probed by ``auto``, as a fraction of the lists, within the bounds below.
 AUTO_NPROBE_FRACTION = 1 / 16
 AUTO_NPROBE_MIN, AUTO_NPROBE_MAX = 16, 256
@@ -29,35 +37,75 @@ def _ivf_query_rows(block_rows: int, nprobe: int) -> int:
     return max(1024, min(block_rows * IVF_QUERY_BLOCKS, IVF_PROBES_PER_BLOCK // max(1, nprobe)))
 
 
-def auto_index(n: int, dim: int, *, memory_budget: int = AUTO_MEMORY_BUDGET) -> tuple[str, dict[str, int]]:
+def default_memory_budget() -> int:
+    """``auto``'s memory budget when none is given: :data:`AUTO_MEMORY_FRACTION` of physical memory."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * AUTO_MEMORY_FRACTION)
+    except (ValueError, OSError, AttributeError):
+        return AUTO_MEMORY_BUDGET
+
+
+def code_bytes(spec: str, dim: int) -> int | None:
+    """Bytes an index built from ``spec`` keeps per vector (code + id; ``4·dim`` for flat), None when unknown."""
+    s = spec.strip()
+    if s.lower() == "flat":
+        return 4 * dim
+    last = s.split(",")[-1].strip()
+    if last == "Flat":
+        return 4 * dim + ID_BYTES
+    if last == "SQfp16" or last == "SQbf16":
+        return 2 * dim + ID_BYTES
+    m = re.fullmatch(r"SQ(\d)", last)
+    if m:
+        return math.ceil(int(m.group(1)) * dim / 8) + ID_BYTES
+    m = re.fullmatch(r"PQ(\d+)(?:x(\d+))?", last)
+    if m:
+        return math.ceil(int(m.group(1)) * int(m.group(2) or 8) / 8) + ID_BYTES
+    return None
+
+
+def auto_index(n: int, dim: int, *, memory_budget: int | None = None) -> tuple[str, dict[str, int]]:
     """The index ``knn(..., index="auto")`` uses for a database of ``n`` vectors of ``dim`` floats.
 
-    Rule (by database size, as stopes chooses its index by corpus size):
+    Rule (by database size and memory, as stopes chooses its index by corpus size):
 
     * ``n < AUTO_FLAT_BELOW`` (100k): ``"flat"`` (exact, blocked), no parameters.
     * otherwise IVF with ``nlist = 2 ** round(log2(4 * sqrt(n)))`` lists (1,024 at 100k, 4,096 at
       1M, 16,384 at 10M), probing ``nprobe = clamp(nlist / 16, 16, 256)`` of them (6% of the
       lists up to 4,096 lists: 64 at 100k, 256 at 1M; 256 above, where users may raise it), trained on
-      ``train_size = min(n, 32 * nlist)`` vectors; codes keep the stored vectors under
-      ``memory_budget`` bytes (default 4 GiB): ``SQfp16`` (2·dim bytes a vector: exact for
-      embeddings stored as fp16, as bitextmine stores them) if that fits, else ``SQ8`` (dim
-      bytes), else ``PQ{m}`` with the largest m in (64, 48, 32, 16, 8) that divides dim and fits.
+      ``train_size = min(n, 32 * nlist)`` vectors; the codes are the most faithful whose index
+      (codes plus an 8-byte id a vector, :func:`code_bytes`) fits ``memory_budget`` bytes (default
+      :func:`default_memory_budget`, a quarter of physical memory): ``IVF…,SQfp16`` (2·dim bytes:
+      exact for embeddings stored as fp16, as bitextmine stores them), else ``IVF…,SQ8`` (dim bytes),
+      else ``OPQm,IVF…,PQm`` (a rotation learned so that m-byte product codes lose least, as stopes
+      and CCMatrix do at scale) with the largest m in :data:`PQ_SIZES` that divides dim and fits.
+    * when not even the smallest product codes fit, :class:`~bitextmine.errors.InputError` before
+      any work: raise the budget, or split the database over machines (``--engine ray``).
 
     Returns ``(factory_string, {"nprobe": ..., "train_size": ...})`` (empty params for flat).
     Every value can be overridden through :func:`knn`'s ``index``, ``nprobe`` and ``train_size``.
     """
     if n < AUTO_FLAT_BELOW:
         return "flat", {}
+    budget = int(memory_budget) if memory_budget else default_memory_budget()
     nlist = 2 ** round(math.log2(4 * math.sqrt(n)))
-    if n * dim * 2 <= memory_budget:
-        codes = "SQfp16"
-    elif n * dim <= memory_budget:
-        codes = "SQ8"
-    else:
-        ms = [m for m in (64, 48, 32, 16, 8) if dim % m == 0]
-        fit = [m for m in ms if n * m <= memory_budget]
-        codes = f"PQ{fit[0] if fit else (ms[-1] if ms else 8)}"
-    return f"IVF{nlist},{codes}", {"nprobe": _auto_nprobe(nlist), "train_size": _auto_train_size(n, nlist)}
+    params = {"nprobe": _auto_nprobe(nlist), "train_size": _auto_train_size(n, nlist)}
+    for codes in ("SQfp16", "SQ8"):
+        if n * code_bytes(f"IVF{nlist},{codes}", dim) <= budget:
+            return f"IVF{nlist},{codes}", params
+    ms = [m for m in PQ_SIZES if dim % m == 0] or [8]
+    for m in ms:
+        if n * (m + ID_BYTES) <= budget:
+            return f"OPQ{m},IVF{nlist},PQ{m}", params
+    need = n * (ms[-1] + ID_BYTES)
+    raise InputError(f"{n:,} vectors need at least {need / 2**30:.1f} GiB for the smallest index auto builds "
+                     f"(OPQ{ms[-1]},IVF{nlist},PQ{ms[-1]}), over the memory budget of {budget / 2**30:.1f} GiB: "
+                     "raise {param} or split the search over machines (--engine ray)", param="memory_budget")
+
+
+def describe(spec: str, nprobe: int | None) -> str:
+    """How a resolved index is reported (mining summaries, provenance): ``"IVF4096,SQfp16 (nprobe 256)"``."""
+    return spec if nprobe is None or spec.lower() == "flat" else f"{spec} (nprobe {nprobe})"
 
 
 def _auto_nprobe(nlist: int) -> int:
@@ -83,11 +131,12 @@ def _check(qs: BlockSource, db: BlockSource, k: int, block_rows: int) -> None:
         raise InputError(f"{{param}} must be at least 1, got {block_rows}", param="block_rows")
 
 
-def _resolve(spec: str, nb: int, dim: int, nprobe: int | None, train_size: int | None) -> tuple[str, int | None, int | None]:
+def _resolve(spec: str, nb: int, dim: int, nprobe: int | None, train_size: int | None,
+             memory_budget: int | None = None) -> tuple[str, int | None, int | None]:
     """``"auto"`` replaced by :func:`auto_index`'s choice; explicit nprobe / train_size win."""
     spec = spec.strip()
     if spec.lower() == "auto":
-        spec, params = auto_index(nb, dim)
+        spec, params = auto_index(nb, dim, memory_budget=memory_budget)
         nprobe = params.get("nprobe") if nprobe is None else nprobe
         train_size = params.get("train_size") if train_size is None else train_size
     return spec, nprobe, train_size
