@@ -150,3 +150,22 @@ def test_cli_pack_and_refusal(tiny_model, tmp_path):
     assert "packed" in r.output and "int8" in r.output
     r = CliRunner().invoke(app, ["model", "pack", str(tuned), "--base", str(tiny_model), "--group", "32", "--out", str(tmp_path / "d")])
     assert r.exit_code != 0 and "not empty" in r.output and "Traceback" not in r.output
+
+
+def test_a_pooler_only_the_base_has_is_kept_from_the_base(tiny_model, tmp_path):
+    """bitextmine's export leaves the (unused) pooler out; a base that has one still packs, and the merge keeps it."""
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model, base)
+    w = load_file(str(base / "model.safetensors"))
+    w["pooler.dense.weight"], w["pooler.dense.bias"] = torch.randn(32, 32), torch.zeros(32)
+    if any(k.startswith("pooler.") for k in load_file(str(tiny_model / "model.safetensors"))):
+        pytest.skip("the tiny model has a pooler of its own")
+    save_file(w, str(base / "model.safetensors"), metadata={"format": "pt"})
+    tuned = _tuned(tiny_model, tmp_path / "tuned")
+    meta = loader.pack_model(tuned, tmp_path / "delta", base=str(base), bits=8, group=32)
+    assert not any(name.startswith("pooler.") for name in meta["tensors"])
+    other = torch.randn(32, 32)  # a pooler only the tuned model has is left out as well
+    t = load_file(str(tuned / "model.safetensors"))
+    save_file({**t, "pooler.dense.weight": other, "pooler.dense.bias": torch.zeros(32)}, str(tuned / "model.safetensors"),
+              metadata={"format": "pt"})
+    loader.pack_model(tuned, tmp_path / "delta2", base=str(tiny_model), bits=8, group=32)

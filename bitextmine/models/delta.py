@@ -154,6 +154,10 @@ def pack(tuned: str | Path, out: str | Path, *, base: str = "e5-small", resolve:
     base_dir = resolve(base)
     _check_tokenizers(base_dir, tuned)
     b, t = _load(base_dir), _load(tuned)
+    # bitextmine never uses the pooler's output (mean and [CLS] pooling read the last hidden states) and its
+    # export leaves it out: a pooler only one side has is not part of what changed (the merge keeps the base's)
+    b = {k: v for k, v in b.items() if k in t or not k.startswith("pooler.")}
+    t = {k: v for k, v in t.items() if k in b or not k.startswith("pooler.")}
     if set(b) != set(t):
         raise ModelError(f"{tuned}: its weights do not match the base's names (e.g. {sorted(set(b) ^ set(t))[:3]})")
     stored: dict[str, torch.Tensor] = {}
