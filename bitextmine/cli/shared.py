@@ -169,7 +169,7 @@ def set_search_threads(threads: int | None) -> None:
 
 
 # Options shared by several commands: one spelling and one help text each.
-ModelOpt = typer.Option("default", "--model", "-m", help="'default' (packaged multilingual-E5-small, offline), a Hugging Face id, or a local transformers / sentence-transformers / bitextmine folder.")
+ModelOpt = typer.Option("default", "--model", "-m", help="'default' (the shipped fine-tune of multilingual-E5-small, offline), 'e5-small' (the untouched base), a Hugging Face id, or a local transformers / sentence-transformers / bitextmine folder.")
 PrecisionOpt = typer.Option("auto", "--precision", help="auto (bf16 where the CPU/GPU supports it), fp32, bf16 or fp16.")
 IdColumnOpt = typer.Option(False, "--id-column", help="Lines are 'id<TAB>sentence' (BUCC layout).")
 DeviceOpt = typer.Option("auto", "--device", help="auto (a CUDA GPU when present, else the CPU), cpu, cuda or cuda:N.")
