@@ -6,7 +6,8 @@
 * :func:`mine_stores` — two embedding folders already open.
 * :func:`mine_embeddings` — two in-memory arrays (or any ``BlockSource``).
 
-All three share one path: k-NN both ways (:mod:`bitextmine.knn`, one IVF training for the two
+It is one module on purpose: the three levels, their options and the one path they share are read
+together. All three share one path: k-NN both ways (:mod:`bitextmine.knn`, one IVF training for the two
 directions), margin scores and selection (:mod:`bitextmine.margin`), then threshold and top-N.
 With ``MineOptions.filter`` the selected pairs then go through :mod:`bitextmine.filters` in the same
 run (:func:`bitextmine.filters.mined.filter_candidates`): stores and files only.

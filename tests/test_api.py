@@ -24,7 +24,7 @@ def test_readme_python_api_snippet_runs(tmp_path, monkeypatch, capsys) -> None:
     exec(compile(readme_snippet(), "README.md", "exec"), {})
     rows = (tmp_path / "pairs.tsv").read_text().splitlines()
     assert len(rows) == 30  # the 30 hidden pairs of the example, as the README's mine tour shows
-    assert "30 pairs written; threshold 1.05 (given)" in capsys.readouterr().out
+    assert "30 pairs written; threshold 1.4 (given)" in capsys.readouterr().out
 
 
 def test_mine_dispatches_on_what_it_is_given(tiny_model, tmp_path) -> None:

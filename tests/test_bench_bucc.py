@@ -259,7 +259,7 @@ def test_cli_bucc_bad_archive(tiny_model, tmp_path):
 def test_real_bucc_zh_en_sample(tmp_path):
     """The zh-en sample with the packaged E5-small: LASER's scripts give best-threshold F1 87.5 (P 91.1, R 84.1, threshold 1.022)."""
     data = need_shared("bucc2018", "zh-en")
-    res = run("bucc", "--data", data, "--json", tmp_path / "r.json", "--plots", tmp_path / "plots")
+    res = run("bucc", "--data", data, "--model", "e5-small", "--json", tmp_path / "r.json", "--plots", tmp_path / "plots")
     doc = json.loads((tmp_path / "r.json").read_text())
     r = doc["results"][0]["evals"][0]
     assert r["split"] == "sample" and r["self_tuned"] and r["gold"] == 257

@@ -1,4 +1,4 @@
-"""The training loop: read top to bottom.
+"""The training loop: read top to bottom (one module on purpose: one run's steps in order, in one place).
 
 set up processes -> load the model -> prepare data -> build the dual encoder (+ MLP, + RTL head)
 -> AdamW with warm-up and linear decay -> resume from the last checkpoint if there is one ->
