@@ -37,7 +37,7 @@ import numpy as np
 
 from bitextmine import __version__, ray_engine
 from bitextmine.errors import BitextmineError, InputError, MismatchError
-from bitextmine.knn import SearchOptions
+from bitextmine.knn import SearchOptions, _nothing_to_search
 from bitextmine.knn.bylist import _decodable, _ivf_of, _search_ivf_by_list
 from bitextmine.knn.centred import _centred_spec, _Coarse
 from bitextmine.knn.ivf import _fill, _new_index, _search, _train
@@ -243,12 +243,10 @@ class RaySearch:
                  coarse: Any = None, sides: tuple[int, int] = (0, 1), shared: Any = None) -> Result:
         """What ``bitextmine.knn._one_way`` does on the CPU, with the database split over the actors."""
         spec, nprobe, train_size = resolved
-        nq, nb = len(qs), len(db)
-        k_eff = min(k, nb)
-        if nq == 0 or k_eff == 0:
-            if progress and nq:
-                progress(nq)
-            return np.empty((nq, k_eff), np.float32), np.empty((nq, k_eff), np.int64)
+        k_eff = min(k, len(db))
+        nothing = _nothing_to_search(len(qs), k_eff, progress)
+        if nothing is not None:
+            return nothing
         if spec.lower() == "flat":
             return self._exact(qs, db, k_eff, o.block_rows, False, progress)[0]
         if coarse is None and _centred_spec(spec) is not None:

@@ -101,13 +101,30 @@ def test_bad_hard_negative_settings_are_one_line(tmp_path, tiny_model, bad):
 
 
 def test_at_start_evaluates_the_starting_weights_and_can_keep_them(tmp_path, tiny_model, monkeypatch):
+    """With eval.at_start the starting weights are scored as step 0; when no trained step beats them (here the dev
+    score is made to fall with every evaluation) they are what is exported, and the run says so."""
+    from bitextmine.training import loop
+
     write_pairs(tmp_path / "data", n=60)
     monkeypatch.chdir(tmp_path)
-    # a learning rate that wrecks the model: the starting weights stay the best and are exported
-    cfg = recipe(tmp_path, tiny_model, steps=2, save_every=2, eval_every=2)
-    res = train("--config", cfg, "--out", tmp_path / "r", "--set", "eval.at_start=true", "--set", "optim.lr=5.0")
+    scores = iter([0.9, 0.5, 0.4])
+
+    def falling(*args, **kwargs):
+        return {"split": {"langs": {}, "mean": next(scores)}}
+
+    monkeypatch.setattr(loop, "evaluate", falling)
+    cfg = recipe(tmp_path, tiny_model, steps=4, save_every=2, eval_every=2)
+    res = train("--config", cfg, "--out", tmp_path / "r", "--set", "eval.at_start=true")
     evals = [r for r in metrics(tmp_path / "r") if r["kind"] == "eval"]
-    assert [r["step"] for r in evals] == [0, 2]
-    if evals[0]["split_p@1"] >= evals[1]["split_p@1"]:
-        assert "starting model" in res.output
-        assert evals[-1]["best_step"] == 0
+    assert [r["step"] for r in evals] == [0, 2, 4] and evals[-1]["best_step"] == 0
+    assert "starting model" in res.output
+    from safetensors.numpy import load_file
+
+    start, out = load_file(str(tiny_model / "model.safetensors")), load_file(str(tmp_path / "r" / "model" / "model.safetensors"))
+    assert len(set(start) & set(out)) >= len(start) - 2  # the same tensors (a pooler aside)
+    moved = [k for k in start if k in out and not np.array_equal(start[k], out[k])]
+    assert not moved, moved[:3]
+    # without at_start the same run exports the best trained step instead
+    scores = iter([0.5, 0.4])
+    res = train("--config", cfg, "--out", tmp_path / "s")
+    assert [r["step"] for r in metrics(tmp_path / "s") if r["kind"] == "eval"] == [2, 4] and "starting model" not in res.output

@@ -198,6 +198,15 @@ def _auto_nprobe_of(spec: str) -> int | None:
     return _auto_nprobe(int(m.group(1))) if m else None
 
 
+def _nothing_to_search(nq: int, k_eff: int, progress: Callable[[int], None] | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """The empty (nq, k_eff) result when there are no queries or no neighbours to find (progress told), else None."""
+    if nq and k_eff:
+        return None
+    if progress and nq:
+        progress(nq)
+    return np.empty((nq, k_eff), np.float32), np.empty((nq, k_eff), np.int64)
+
+
 def _one_way(
     qs: BlockSource,
     db: BlockSource,
@@ -219,12 +228,10 @@ def _one_way(
     Without either, the index is trained on ``db`` alone. The filled index is dropped on return.
     """
     spec, nprobe, train_size = resolved
-    nq, nb = len(qs), len(db)
-    k_eff = min(k, nb)
-    if nq == 0 or k_eff == 0:
-        if progress and nq:
-            progress(nq)
-        return np.empty((nq, k_eff), np.float32), np.empty((nq, k_eff), np.int64)
+    k_eff = min(k, len(db))
+    nothing = _nothing_to_search(len(qs), k_eff, progress)
+    if nothing is not None:
+        return nothing
     if spec.lower() == "flat":
         if not gpu:
             return exact_search(qs, db, k_eff, block_rows, progress, both=False)[0]

@@ -32,13 +32,17 @@ import torch
 
 from bitextmine import fs
 from bitextmine.encoder import pool as pool_states
+from bitextmine.training.data.batches import _pad
 from bitextmine.training.data.tokens import LangData, PreparedData, Ragged, TokenLayout
 
 VERSION = 1
 
 
 def normalise(text: str) -> str:
-    """Case-folded letters and digits only: strings that differ by punctuation, spacing or accelerators compare equal."""
+    """Case-folded letters and digits only: strings that differ by punctuation, spacing or accelerators compare equal.
+
+    Not :func:`bitextmine.filters.rules.normalise` (the dedup form), which maps every digit to 0: "Play first 500 ms"
+    and "Play first 100 ms" are different translations, exactly the near-misses a hard negative should be."""
     return "".join(ch for ch in unicodedata.normalize("NFKC", text).casefold() if ch.isalnum())
 
 
@@ -59,13 +63,7 @@ def embed_ids(encoder: torch.nn.Module, pooling: str, layout: TokenLayout, seqs:
         out = np.empty((len(rows), int(encoder.config.hidden_size)), dtype=np.float32)
         for s in range(0, len(order), batch):
             part = order[s : s + batch]
-            wrapped = [layout.wrap(seqs[int(rows[r])], with_prefix=False) for r in part]
-            width = max(len(w) for w in wrapped)
-            ids = torch.full((len(part), width), layout.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(part), width), dtype=torch.long)
-            for i, w in enumerate(wrapped):
-                ids[i, : len(w)] = torch.tensor(w)
-                mask[i, : len(w)] = 1
+            ids, mask = _pad([layout.wrap(seqs[int(rows[r])], with_prefix=False) for r in part], layout.pad_id)
             states = encoder(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
             vec = torch.nn.functional.normalize(pool_states(states.float(), mask.to(device), pooling), dim=-1)
             out[part] = vec.cpu().numpy()
