@@ -1,5 +1,5 @@
 """Approximate (IVF) search whose margin scores stay close to exact search's (bitextmine.knn.fuse,
-spherical lists in .centred): score error bound, same pairs at an exact-tuned threshold,
+lists in .centred): score error bound, same pairs at an exact-tuned threshold,
 results independent of the thread count."""
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def test_score_error_bound_on_isotropic_data(iso: tuple[np.ndarray, np.ndarray, 
     ef, ep = _errors(exact, fused), _errors(exact, plain)
     assert len(ef) > 0.99 * len(exact)
     # pooling both directions' pairs (.fuse) cuts the error: measured p99 2.9% / max 9.7% (10.3% / 26.3%
-    # without); with spherical lists (centred.SPHERICAL) 3.7% / 6.0% (11.7% / 16.1%)
+    # without); with spherical lists (centred.LISTS = "spherical") 3.7% / 6.0% (11.7% / 16.1%)
     assert ef.max() < 0.7 * ep.max() and np.percentile(ef, 99) < 0.5 * np.percentile(ep, 99)
     assert np.percentile(ef, 99) < 0.05 and ef.max() < 0.12, (np.percentile(ef, 99), ef.max())
     assert len(set(fused) & truth) >= 0.99 * len(set(exact) & truth)

@@ -159,6 +159,7 @@ def knn_pair(
     if fwd_spec == bwd_spec and fwd_spec[0].lower() != "flat" and len(xs) and len(ys):
         if not gpu and _centred_spec(fwd_spec[0]) is not None:
             coarse = _Coarse.train(fwd_spec[0], [xs, ys], fwd_spec[2], seed, block_rows, fit=[0, 1])
+            coarse.share = True  # each side is probed one way and filed the other: assign it once
         else:
             shared = _new_index(fwd_spec[0], xs.dim)
             _train(shared, fwd_spec[0], [xs, ys], fwd_spec[2], seed, block_rows, gpu)

@@ -71,7 +71,7 @@ def _assign(quantizer: faiss.Index, x: np.ndarray, nprobe: int, workers: _Worker
 
 def _search_ivf_by_list(
     ivf: faiss.IndexIVF, qs: BlockSource, k: int, query_rows: int, progress: Callable[[int], None] | None,
-    shift: np.ndarray | None = None,
+    shift: np.ndarray | None = None, probe: Callable[[int, np.ndarray, _Workers], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """IVF search organised by list: for each query block, assign the queries to their ``nprobe``
     nearest lists (one product with the centroids), then compare every list with all the
@@ -79,7 +79,8 @@ def _search_ivf_by_list(
     Same probed lists and scores as ``ivf.search``; each list is read once per query block.
     The lists are dealt into ``SHARES`` fixed shares, each filling its own heap on a worker thread,
     merged in share order at the end (the same for any number of workers).
-    ``shift``: subtracted from the queries for the list assignment only (centred probing)."""
+    ``shift``: subtracted from the queries for the list assignment only (centred probing);
+    ``probe(first_row, block, workers)``: the block's (rows, nprobe) lists, given by the caller instead."""
     nq = len(qs)
     nlist, nprobe = int(ivf.nlist), min(int(ivf.nprobe), int(ivf.nlist))
     reader = _ListReader(ivf)
@@ -90,9 +91,10 @@ def _search_ivf_by_list(
     with _Workers() as workers:
         for xq in _blocks(qs, query_rows):
             m = len(xq)
-            probe = xq if shift is None else xq - shift
-            lists = _assign(ivf.quantizer, probe, nprobe, workers).ravel().astype(np.int32)  # -1 = no list
-            del probe
+            if probe is not None:
+                lists = probe(q0, xq, workers).ravel().astype(np.int32)
+            else:
+                lists = _assign(ivf.quantizer, xq if shift is None else xq - shift, nprobe, workers).ravel().astype(np.int32)  # -1 = no list
             owners = np.repeat(np.arange(m, dtype=np.int32), nprobe)
             keep = lists >= 0
             lists, owners = lists[keep], owners[keep]
