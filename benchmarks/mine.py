@@ -100,7 +100,8 @@ def synthetic(n: int, dim: int = DIM, paired: float = 0.5, seed: int = 0, chunk:
 def write_folders(n: int, work: Path, paired: float, seed: int, shard_size: int = 250_000) -> tuple[Path, Path, np.ndarray]:
     """Write (or reuse) the two embedding folders of size ``n``; returns their paths and the truth."""
     from bitextmine import __version__
-    from bitextmine.store import FORMAT, FORMAT_VERSION, MANIFEST, ShardWriter, schema, write_json_atomic
+    from bitextmine.fs import atomic_write_json as write_json_atomic
+    from bitextmine.store import FORMAT, FORMAT_VERSION, MANIFEST, ShardWriter, schema
 
     base = work / f"n{n}-p{paired}-s{seed}"
     folders = {"x": base / "src", "y": base / "tgt"}
