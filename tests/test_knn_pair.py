@@ -155,3 +155,61 @@ def test_precision_choice(monkeypatch) -> None:
     assert tiles.precision() == "bf16"
     monkeypatch.setenv("BITEXTMINE_KNN_PRECISION", "fp32")
     assert tiles.precision() == "fp32"
+
+
+@pytest.mark.parametrize("prec", ["fp32", "bf16"])
+def test_small_tiles_prune_by_running_lists_and_stay_exact(prec, monkeypatch, threads) -> None:
+    """Many strips, waves and tiles a sweep (tiles of 64 x 96, blocks of 700 rows): the pruning by
+    the running lists' k-th values keeps every entry that belongs to a top-k, both ways, bit-identical
+    with 1 and 2 threads."""
+    from bitextmine.knn import pairwise
+
+    monkeypatch.setattr(pairwise, "TILE_ROWS", 64)
+    monkeypatch.setattr(pairwise, "TILE_COLS", 96)
+    x, y = _structured(1500, d=48, seed=6)
+    out = []
+    for n in (1, 2):
+        faiss.omp_set_num_threads(n)
+        out.append(exact_search(ArrayBlocks(x), ArrayBlocks(y[:1300]), 5, 700, None, prec=prec))
+    (fd, fi), (bd, bi) = out[0]
+    assert_knn_equal(fd, fi, x, y[:1300], 5)
+    assert_knn_equal(bd, bi, y[:1300], x, 5)
+    for a, b in zip(out[0], out[1]):
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_bf16_rows_whose_left_out_entries_might_win_are_searched_again(monkeypatch) -> None:
+    """With no extra candidates (k = 4 kept by bf16 estimate), rows where an entry left out could
+    beat the 4th are searched again in float32: the results equal the float32 search's."""
+    from bitextmine.knn import pairwise
+
+    monkeypatch.setattr(pairwise, "BF16_EXTRA", 0)
+    again: list[int] = []
+    real = pairwise.exact_search
+
+    def spy(xs, ys, k, block_rows, progress, both=True, prec=None):
+        if prec == "fp32":
+            again.append(len(xs))
+        return real(xs, ys, k, block_rows, progress, both, prec)
+
+    monkeypatch.setattr(pairwise, "exact_search", spy)
+    x, y = _structured(1200)
+    ref = real(ArrayBlocks(x), ArrayBlocks(y), 4, 65536, None, prec="fp32")
+    again.clear()
+    got = real(ArrayBlocks(x), ArrayBlocks(y), 4, 65536, None, prec="bf16")
+    assert again  # rows were searched again
+    for (rd, ri), (gd, gi) in zip(ref, got):
+        np.testing.assert_array_equal(np.sort(gi, axis=1), np.sort(ri, axis=1))
+        np.testing.assert_allclose(gd, rd, atol=1e-4)
+
+
+def test_bf16_centres_embeddings_with_a_shared_direction_only() -> None:
+    """Embeddings with a large shared mean are centred before the bf16 product; near-isotropic ones are not."""
+    from bitextmine.knn.pairwise import _centre
+
+    x, y = _structured(800)
+    assert np.linalg.norm(_centre(ArrayBlocks(x), ArrayBlocks(y), 65536)) > 0.5
+    rng = np.random.default_rng(1)
+    u, v = unit(rng, 800, 384), unit(rng, 800, 384)
+    assert not _centre(ArrayBlocks(u), ArrayBlocks(v), 65536).any()

@@ -1,20 +1,24 @@
-"""One tile of the exact search: the similarity block of some queries and some database rows,
-reduced to the top-k of its rows and, for :func:`knn_pair`, of its columns too.
+"""One tile of the exact search: the similarity block of some query rows and some database rows,
+and the entries of it that may still belong to the top-k of their row or of their column.
 
-Selection without a full sort: the rows of the tile are cut into groups and the k-th largest
-group maximum of a column is a lower bound of that column's k-th largest value (the k groups
-with the largest maxima hold k distinct values at least that large); the same for the rows with
-column groups. Both bounds cost a reduction that numpy vectorises along the contiguous axis; the
-few entries at or above either bound (about 3 a row and a column on embeddings) are then sorted
-by (row or column, -similarity, id), so equal similarities keep the lower id, whatever the tile.
+Pruning without a full sort (:func:`candidates`): an entry is kept only if it reaches a lower bound
+of its row's (column's) final k-th value. The bounds come from the tiles already merged (the k-th
+value of the running top-k lists, :mod:`.pairwise`) or, where a row or column has none yet, from the
+tile itself: the rows are cut into groups and the k-th largest group maximum of a column is a lower
+bound of that column's k-th largest value (the k groups with the largest maxima hold k distinct
+values at least that large); the same for the rows with column groups. Once the running lists are
+full, few entries of a tile pass (a handful a row over a whole sweep), so a tile costs its product
+plus one comparison pass. The kept entries are merged by (row or column, -similarity, id)
+(:func:`top_of_segments`), so equal similarities keep the lower id, whatever the tile.
 
 Precision (:func:`precision`): ``"fp32"`` computes tiles with numpy's BLAS (float32 throughout).
-``"bf16"`` computes them with torch in bfloat16 (oneDNN runs this on AMX / AVX512-BF16 units,
-several times the fp32 rate), keeps ``BF16_EXTRA`` more candidates a row and a column, and
-re-scores them exactly in float32, so the neighbours and similarities are those of fp32 search.
-An excluded entry could beat the final k-th neighbour only if its bf16 score were within the
-rounding bound of it (:func:`_bf16_slack`); such rows and columns are recomputed in float32
-at the end of the search (``pairwise.exact_search``).
+``"bf16"`` computes them with torch in bfloat16 (oneDNN runs this on AMX / AVX512-BF16 units, about
+twice the fp32 rate on AVX512-BF16, several times on AMX) and keeps ``BF16_EXTRA`` more candidates a
+row and a column; the candidates that may reach the top-k are re-scored exactly in float32
+(:func:`rescore`, bounded by :func:`bf16_slack`), so the neighbours and similarities are those of
+fp32 search. An entry left out of the candidates could beat the final k-th neighbour only if its
+bf16 score were within the rounding bound of it; such rows and columns are recomputed in float32 at
+the end of the search (``pairwise.exact_search``).
 ``"auto"`` picks bf16 where the CPU has bf16 matrix units and a short measurement confirms it is
 faster (so not on AVX2-only machines, where bf16 is emulated and slower than fp32); the choice
 can be forced with the environment variable ``BITEXTMINE_KNN_PRECISION`` or :data:`PRECISION`.
@@ -30,8 +34,8 @@ import numpy as np
 #: "auto", "fp32" or "bf16" (the environment variable BITEXTMINE_KNN_PRECISION wins when set).
 PRECISION = "auto"
 #: candidates kept beyond k per row and column on the bf16 path, re-scored in float32.
-BF16_EXTRA = 8
-#: rows of a row group / columns of a column group for the selection bounds.
+BF16_EXTRA = 16
+#: rows of a row group / columns of a column group for the tile's own bounds.
 GROUP = 32
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
@@ -86,6 +90,21 @@ def _measure() -> str:
     return "bf16" if bf16 * 1.5 <= fp32 else "fp32"
 
 
+def product(xa: np.ndarray, ya: np.ndarray, xt: Any = None, yt: Any = None, xoff: Any = None, yoff: Any = None) -> np.ndarray:
+    """The tile ``xa @ ya.T`` as float32: numpy's BLAS, or on the bf16 path its estimate from the
+    centred bf16 tensors ``xt``, ``yt`` (x - mu, y - mu) plus the rows' and columns' float32
+    offsets (x.mu, y.mu - mu.mu): x.y = (x - mu).(y - mu) + x.mu + y.mu - mu.mu."""
+    if xt is None:
+        return xa @ ya.T
+    import torch
+
+    S = torch.mm(xt, yt.T).float().numpy()
+    if xoff is not None:  # None: not centred (mu = 0)
+        S += xoff[:, None]
+        S += yoff[None, :]
+    return S
+
+
 def _group_bound(S: np.ndarray, k: int, axis: int) -> np.ndarray | None:
     """A lower bound of the k-th largest value of every row (axis=1) or column (axis=0), or None (take all)."""
     n = S.shape[axis]
@@ -102,6 +121,36 @@ def _group_bound(S: np.ndarray, k: int, axis: int) -> np.ndarray | None:
     return np.partition(gmax, g - k, axis=1)[:, g - k]
 
 
+def _own_bound(S: np.ndarray, bound: np.ndarray, k: int, axis: int) -> np.ndarray:
+    """``bound`` (running lower bounds of the k-th values), raised by the tile's own where any is unset (-inf)."""
+    if k < 1 or not np.isneginf(bound).any():
+        return bound
+    own = _group_bound(S, k, axis)
+    return bound if own is None else np.maximum(bound, own)
+
+
+def candidates(S: np.ndarray, rows: np.ndarray, cols: np.ndarray | None, kr: int, kc: int) -> tuple[tuple[np.ndarray, ...], ...]:
+    """The entries of tile ``S`` that may be in the top-``kr`` of their row or the top-``kc`` of their column.
+
+    ``rows`` (m,), ``cols`` (n,) or None: lower bounds of the rows' / columns' final k-th values
+    from earlier tiles (-inf where there is none yet: the tile's own bound is used). Returns
+    ``((r, c, v) for the rows, (r, c, v) for the columns or None)``, each in row-major order.
+    """
+    rows = _own_bound(S, rows, kr, 1)
+    mask = S >= rows[:, None]
+    if cols is not None:
+        cols = _own_bound(S, cols, kc, 0)
+        mask |= S >= cols[None, :]
+    flat = np.flatnonzero(mask)
+    r, c = np.divmod(flat, S.shape[1])
+    v = S.ravel()[flat]
+    fr = v >= rows[r]
+    if cols is None:
+        return (r[fr], c[fr], v[fr]), None
+    fc = v >= cols[c]
+    return (r[fr], c[fr], v[fr]), (r[fc], c[fc], v[fc])
+
+
 def _sort_key(seg: np.ndarray, vals: np.ndarray) -> np.ndarray:
     """int64 keys ordering entries by (segment, -value): segment in the high 32 bits, the float32
     bits of -value mapped to an order-preserving integer in the low 32."""
@@ -110,92 +159,35 @@ def _sort_key(seg: np.ndarray, vals: np.ndarray) -> np.ndarray:
     return (seg.astype(np.int64) << 32) | f
 
 
-def _top_of_segments(seg: np.ndarray, vals: np.ndarray, ids: np.ndarray, n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k of each of n segments by (-vals, ids); every segment has >= k entries and, within a
-    segment, the entries come in increasing id (a stable sort keeps that order among equal values)."""
+def top_of_segments(seg: np.ndarray, vals: np.ndarray, n: int, k: int) -> np.ndarray:
+    """(n, k) positions of the top-k entries of each of n segments by (-vals, position); every
+    segment has >= k entries (a stable sort keeps equal values in their given order)."""
     order = np.argsort(_sort_key(seg, vals), kind="stable")
     counts = np.bincount(seg, minlength=n)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    take = order[starts[:, None] + np.arange(k)[None, :]]
-    return vals[take], ids[take]
+    return order[starts[:, None] + np.arange(k)[None, :]]
 
 
-def select(S: np.ndarray, kr: int, kc: int) -> tuple[Any, Any]:
-    """Row top-``kr`` (values, column indices) and, if ``kc``, column top-``kc`` (values, row indices) of S.
-
-    Ties are broken by the lower index. ``kr <= S.shape[1]`` and ``kc <= S.shape[0]``.
-    """
-    m, n = S.shape
-    tr = _group_bound(S, kr, 1)
-    tc = _group_bound(S, kc, 0) if kc else None
-    if tr is None or (kc and tc is None):
-        flat = np.arange(m * n)
-    else:
-        mask = S >= tr[:, None]
-        if kc:
-            mask |= S >= tc[None, :]
-        flat = np.flatnonzero(mask)
-    r, c = np.divmod(flat, n)
-    v = S.ravel()[flat]
-    keep = slice(None) if tr is None else v >= tr[r]
-    rows = _top_of_segments(r[keep], v[keep], c[keep], m, kr)
-    if not kc:
-        return rows, None
-    keep = slice(None) if tc is None else v >= tc[c]
-    return rows, _top_of_segments(c[keep], v[keep], r[keep], n, kc)
+def norm4(x: np.ndarray) -> np.ndarray:
+    """Each row's 4-norm, rounded up (float32 sums of at most a few thousand terms err by < 1e-4
+    relative): the input-rounding term of :func:`bf16_slack`."""
+    x2 = x * x
+    return np.sqrt(np.sqrt(np.einsum("ij,ij->i", x2, x2))).astype(np.float64) * (1 + 1e-4)
 
 
-def tile_fp32(xt: np.ndarray, yt: np.ndarray, kr: int, kc: int) -> tuple[Any, ...]:
-    """:func:`select` of the float32 product ``xt @ yt.T`` (and no bounds: nothing left out)."""
-    return (*select(xt @ yt.T, kr, kc), None, None)
+def bf16_slack(centred: np.ndarray, n4_product: np.ndarray) -> np.ndarray:
+    """How far from its bf16 estimate an fp32 inner product may lie, given the centred product
+    (x - mu).(y - mu) (or a bound of its size) and the product of the centred vectors' 4-norms.
 
-
-def _norm4(x: np.ndarray) -> np.ndarray:
-    x2 = x.astype(np.float64) ** 2
-    return np.sqrt(np.sqrt((x2 * x2).sum(axis=1)))
-
-
-def _bf16_slack(b: np.ndarray, n4_own: np.ndarray, n4_other: float) -> np.ndarray:
-    """How far above its bf16 score ``b`` an fp32 inner product may lie (bf16 inputs, bf16 output).
-
-    Output rounding: half a bf16 unit in the last place of b. Input rounding: a sum of
-    per-coordinate errors bounded by 2^-7 |x_i y_i|; by Hoeffding it exceeds
+    Output rounding of the centred product: at most 2^-8 of its size. Input rounding: a sum of
+    per-coordinate errors bounded by 2^-7 |x_i y_i| (centred coordinates); by Hoeffding it exceeds
     8 * 2^-7 * sqrt(sum x_i^2 y_i^2) with probability below 2e^-32, and sqrt(sum x_i^2 y_i^2)
-    <= ||x||_4 ||y||_4 (Cauchy-Schwarz). Plus 1e-6 for the float32 sums. b + slack(b) grows with b.
+    <= ||x||_4 ||y||_4 (Cauchy-Schwarz). Plus 1e-6 for the float32 sums and offsets. The estimate
+    plus its slack grows with the estimate (for fixed offsets).
     """
-    _, e = np.frexp(b)
-    return np.ldexp(1.0, e - 9) + 8 * 2.0**-7 * n4_own * n4_other + 1e-6
+    return 2.0**-8 * np.abs(centred) + 8 * 2.0**-7 * n4_product + 1e-6
 
 
-def _rescore(x: np.ndarray, y: np.ndarray, bv: np.ndarray, bi: np.ndarray, k: int, n4x: np.ndarray, n4y_max: float):
-    """Candidates (bf16 scores ``bv``, indices ``bi`` into y) of each x row re-scored in fp32, top-k
-    kept, and the most an entry left out may score (-inf when every entry was a candidate)."""
-    exact = np.einsum("rcd,rd->rc", y[bi], x, dtype=np.float32, casting="same_kind").astype(np.float32)
-    order = np.lexsort((bi, -exact), axis=1)[:, :k]
-    ev, ei = np.take_along_axis(exact, order, 1), np.take_along_axis(bi, order, 1)
-    if bv.shape[1] >= y.shape[0]:
-        return ev, ei, np.full(len(x), -np.inf)
-    last = bv[:, -1].astype(np.float64)
-    return ev, ei, last + _bf16_slack(last, n4x, n4y_max)
-
-
-def tile_bf16(xt: np.ndarray, yt: np.ndarray, xb: Any, yb: Any, kr: int, kc: int) -> tuple[Any, ...]:
-    """Like :func:`tile_fp32` from a bf16 product, the candidates re-scored in fp32, plus for every
-    row and column the most an entry left out may score (``exact_search`` recomputes in fp32 the
-    rows and columns where that could beat the final k-th neighbour).
-
-    ``xb``, ``yb``: the tile's rows as torch bfloat16 tensors (``xt``, ``yt`` as float32 arrays).
-    """
-    import torch
-
-    m, n = len(xt), len(yt)
-    S = torch.mm(xb, yb.T).float().numpy()
-    er, ec = min(kr + BF16_EXTRA, n), (min(kc + BF16_EXTRA, m) if kc else 0)
-    (rv, ri), cols = select(S, er, ec)
-    del S
-    n4x, n4y = _norm4(xt), _norm4(yt)
-    rv, ri, rub = _rescore(xt, yt, rv, ri, kr, n4x, float(n4y.max()))
-    if not kc:
-        return (rv, ri), None, rub, None
-    cv, ci, cub = _rescore(yt, xt, cols[0], cols[1], kc, n4y, float(n4x.max()))
-    return (rv, ri), (cv, ci), rub, cub
+def rescore(q: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    """(r, c) float32 inner products of each query row q[i] (r, d) with its candidates cand[i] (r, c, d)."""
+    return np.einsum("rd,rcd->rc", q, cand)
