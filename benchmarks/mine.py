@@ -16,7 +16,8 @@ anonymous and file-backed pages, so memory-mapped shard pages count):
 * ``exact``: ``mine_stores`` with ``index="flat"`` (blocked exact search) — skipped above
   ``--exact-max`` (its time grows as N^2; estimated from the largest exact run instead);
 * ``auto``: ``mine_stores`` with ``index="auto"`` (exact below 100k, IVF above: see
-  ``bitextmine.knn.auto_index``);
+  ``bitextmine.knn.auto_index``); ``auto@BYTES`` (e.g. ``auto@5e8``) the same with that memory
+  budget, which picks the index tier (SQfp16, SQ8, OPQ/PQ codes);
 * ``baseline``: a straightforward exact FAISS ``IndexFlatIP`` over all vectors loaded as float32,
   plus the ratio margin and the max strategy in numpy and a Python loop (LASER's recipe);
   skipped above ``--exact-max`` too.
@@ -170,13 +171,14 @@ def child(method: str, src: str, tgt: str, out: str, threads: int, block_rows: i
     if method == "baseline":
         pairs = baseline(xs, ys, k=4)
     else:
-        index = {"exact": "flat", "auto": "auto"}[method]
+        index = "flat" if method == "exact" else "auto"
+        budget = int(float(method.split("@", 1)[1])) if method.startswith("auto@") else None
         from bitextmine.knn import auto_index
 
         if index == "auto":
-            spec, params = auto_index(len(ys), ys.dim)
-            info["index"] = {"spec": spec, **params}
-        res = mine_stores(xs, ys, MineOptions(k=4, index=index, block_rows=block_rows))
+            spec, params = auto_index(len(ys), ys.dim, memory_budget=budget)
+            info["index"] = {"spec": spec, **params, "memory_budget": budget}
+        res = mine_stores(xs, ys, MineOptions(k=4, index=index, block_rows=block_rows, memory_budget=budget))
         pairs = np.stack([res.pairs.src, res.pairs.tgt], 1)
     seconds = time.perf_counter() - t
     np.save(out, pairs)
@@ -317,15 +319,17 @@ def main() -> None:
             ex = selected["exact"]
             for method, got in selected.items():
                 entry["runs"][method]["recovery_vs_exact"] = round(len(got & ex) / max(len(ex), 1), 5)
-        if args.check_sample and "auto" in selected and n >= 100_000:
+        approx = [m for m in selected if m.startswith("auto")]
+        if args.check_sample and approx and n >= 100_000:
             rng = np.random.default_rng(args.seed + 1)
             sample = truth[np.sort(rng.choice(len(truth), size=min(args.check_sample, len(truth)), replace=False))]
             t = time.perf_counter()
             local = exact_local(EmbeddingStore(src), EmbeddingStore(tgt), sample, threads=args.threads)
-            in_auto = np.array([tuple(p) in selected["auto"] for p in sample.tolist()])
             check = {"sample": int(len(sample)), "seconds": round(time.perf_counter() - t, 1),
-                     "exact_selects_fraction": round(float(local.mean()), 5),
-                     "auto_recovery_vs_exact_estimate": round(float((local & in_auto).sum() / max(local.sum(), 1)), 5)}
+                     "exact_selects_fraction": round(float(local.mean()), 5)}
+            for m in approx:
+                in_m = np.array([tuple(p) in selected[m] for p in sample.tolist()])
+                check[f"{m}_recovery_vs_exact_estimate"] = round(float((local & in_m).sum() / max(local.sum(), 1)), 5)
             if "exact" in selected:
                 in_exact = np.array([tuple(p) in selected["exact"] for p in sample.tolist()])
                 check["estimator_agreement"] = round(float((in_exact == local).mean()), 5)

@@ -7,6 +7,8 @@
   (numpy margin, greedy one-to-one loop in Python).
 * ``exact``: ``knn_pair(index="flat")`` + ``bitextmine.margin.select`` (ratio, max): both
   directions from one pass over X·Yᵀ (``bitextmine.knn.pairwise``).
+* ``exact_fp32``: the same with float32 tiles forced (``BITEXTMINE_KNN_PRECISION=fp32``), to
+  compare with ``exact`` where that runs in bf16 (CPUs with AVX512-BF16 or AMX).
 * ``auto``: ``knn_pair(index="auto")`` + the same selection.
 
 Data (n x n, 384-d, float32 in memory):
@@ -107,6 +109,23 @@ def ours(x: np.ndarray, y: np.ndarray, index: str) -> tuple[np.ndarray, np.ndarr
     return np.stack([cand.src, cand.tgt], 1), np.asarray(cand.score)
 
 
+def run(method: str, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``reference``, ``exact`` (the machine's exact precision), ``exact_fp32`` (forced float32 tiles) or ``auto``."""
+    if method == "reference":
+        return reference(x, y)
+    if method != "exact_fp32":
+        return ours(x, y, "flat" if method == "exact" else "auto")
+    before = os.environ.get("BITEXTMINE_KNN_PRECISION")
+    os.environ["BITEXTMINE_KNN_PRECISION"] = "fp32"
+    try:
+        return ours(x, y, "flat")
+    finally:
+        if before is None:
+            del os.environ["BITEXTMINE_KNN_PRECISION"]
+        else:
+            os.environ["BITEXTMINE_KNN_PRECISION"] = before
+
+
 def peaks(threads: int) -> dict[str, float]:
     """GFLOP/s of a (4096 x 384) x (384 x 8192) product: numpy fp32 (all threads), torch bf16 and fp32."""
     import torch
@@ -187,7 +206,7 @@ def main() -> None:
         for method in args.methods:
             load0 = os.getloadavg()
             t = time.perf_counter()
-            pairs, scores = reference(x, y) if method == "reference" else ours(x, y, "flat" if method == "exact" else "auto")
+            pairs, scores = run(method, x, y)
             sec = time.perf_counter() - t
             got[method] = as_dict(pairs, scores)
             gf = useful / sec / 1e9
@@ -202,12 +221,13 @@ def main() -> None:
         if "reference" in got:
             for m in got:
                 runs[m]["speedup_vs_reference"] = round(runs["reference"]["seconds"] / runs[m]["seconds"], 2)
-        if "reference" in got and "exact" in got:
-            r, e = got["reference"], got["exact"]
-            common = set(r) & set(e)
-            entry["reference_vs_exact"] = {"identical_pairs": set(r) == set(e), "only_reference": len(set(r) - set(e)),
-                                           "only_exact": len(set(e) - set(r)),
-                                           "max_score_diff": float(max((abs(r[p] - e[p]) for p in common), default=0.0))}
+        for ex in ("exact", "exact_fp32"):
+            if "reference" in got and ex in got:
+                r, e = got["reference"], got[ex]
+                common = set(r) & set(e)
+                entry[f"reference_vs_{ex}"] = {"identical_pairs": set(r) == set(e), "only_reference": len(set(r) - set(e)),
+                                               "only_exact": len(set(e) - set(r)),
+                                               "max_score_diff": float(max((abs(r[p] - e[p]) for p in common), default=0.0))}
         if "exact" in got and "auto" in got:
             e, a = got["exact"], got["auto"]
             common = set(e) & set(a)

@@ -31,6 +31,8 @@ from .workers import _canonical, _single_blas, _Workers
 #: query rows x database rows of one tile (float32: 16 MiB a tile in flight).
 TILE_ROWS = 1024
 TILE_COLS = 4096
+#: bf16 path: rows whose candidates are re-scored at a time.
+RESCORE_ROWS = 64
 #: bf16 path: centre the vectors where the squared mean is at least this share of the mean squared norm.
 CENTRE_MIN = 0.05
 _IMAX = np.iinfo(np.int64).max
@@ -119,9 +121,11 @@ class _Side:
         slack = bf16_slack(np.where(np.isfinite(centred), centred, 0.0), self.n4[lo:hi, None] * other.n4[j])
         low = (D - slack)[:, :k].min(axis=1)
         need = new & (D + slack >= low[:, None])
-        if need.any():
-            cand = db[np.clip(I - db0, 0, len(db) - 1)]  # ids of earlier blocks: already scored, not used
-            E[need] = rescore(q, cand)[need]
+        rows = np.flatnonzero(need.any(axis=1))
+        for a in range(0, len(rows), RESCORE_ROWS):  # candidates' vectors in memory: RESCORE_ROWS x c x dim floats
+            r = rows[a : a + RESCORE_ROWS]
+            cand = db[np.clip(I[r] - db0, 0, len(db) - 1)]  # ids of earlier blocks: already scored, not used
+            E[r] = np.where(need[r], rescore(q[r], cand), E[r])
         E[new & ~need] = -np.inf
 
     def left_out(self, other: _Side) -> np.ndarray:
@@ -262,11 +266,15 @@ def _final(side: _Side, other: _Side, k: int, n_other: int, qs: BlockSource, db:
     the rows where an entry left out of the candidates might reach the k-th."""
     if not k:
         return side.D[:, :0], side.I[:, :0]
-    order = np.lexsort((np.where(side.I < 0, _IMAX, side.I), -side.E), axis=1)[:, :k]
-    D, I = np.take_along_axis(side.E, order, 1), np.take_along_axis(side.I, order, 1)
+    D, I = np.empty((len(side.I), k), np.float32), np.empty((len(side.I), k), np.int64)
+    for a in range(0, len(I), 16384):  # in slices: the sort's temporaries stay small
+        e, i = side.E[a : a + 16384], side.I[a : a + 16384]
+        order = np.lexsort((np.where(i < 0, _IMAX, i), -e), axis=1)[:, :k]
+        D[a : a + len(e)], I[a : a + len(e)] = np.take_along_axis(e, order, 1), np.take_along_axis(i, order, 1)
     if side.c < n_other:  # some entries were left out of the candidates
-        rows = np.flatnonzero(side.left_out(other) >= D[:, k - 1])
-        if len(rows):
+        again = np.flatnonzero(side.left_out(other) >= D[:, k - 1])
+        for a in range(0, len(again), block_rows):  # a block of query rows at a time
+            rows = again[a : a + block_rows]
             q = _take_rows(qs, rows, block_rows)
             (D[rows], I[rows]), _ = exact_search(ArrayBlocks(q), db, k, block_rows, None, both=False, prec="fp32")
     return D, I
