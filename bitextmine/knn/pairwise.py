@@ -46,6 +46,7 @@ class _Block:
     def __init__(self, a: np.ndarray, prec: str, mu: np.ndarray | None = None, db: bool = False) -> None:
         self.a = a
         self.t = self.n4 = self.n2 = self.off = None
+        self.centred = False  # bf16 path with a non-zero centre: the tiles add the offsets
         if prec == "bf16":
             import torch
 
@@ -254,6 +255,8 @@ def _centre(xs: BlockSource, ys: BlockSource, block_rows: int) -> np.ndarray:
     mean direction; the bf16 product of centred vectors is smaller, and so is its rounding).
     Where the mean is small (its square under :data:`CENTRE_MIN` of the mean square norm: nearly
     isotropic data) centring gains nothing and the offsets are left out: the centre is zero."""
+    if not len(xs) or not len(ys):
+        return np.zeros(xs.dim, np.float32)
     firsts = [next(iter(_blocks(s, block_rows))) for s in (xs, ys)]
     mu = 0.5 * (firsts[0].mean(axis=0, dtype=np.float64) + firsts[1].mean(axis=0, dtype=np.float64))
     square = 0.5 * sum(float(np.einsum("ij,ij->", f, f, dtype=np.float64)) / max(len(f), 1) for f in firsts)
