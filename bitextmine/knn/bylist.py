@@ -3,8 +3,16 @@
 FAISS's own IVF search walks the lists query by query, re-reading a list's vectors for every
 query that probes it. Here the queries of a block are grouped by the lists they probe and each
 list is compared with all its queries in one matrix product: each list is read once per query
-block and the work runs at matrix-multiply speed (``benchmarks/mine.py``). For a given
-assignment of queries to lists the neighbours are the same as FAISS's.
+block and the work runs at matrix-multiply speed (``benchmarks/mine.py``).
+
+No selection per list: each query's nearest list is scanned first (float32), and the k-th value
+it gives the query is a lower bound of the query's final k-th; every list then keeps only the
+entries that may reach it, a comparison instead of a heap (:func:`_entries`). Those products are
+estimates (bf16 where the CPU multiplies it faster, :func:`.tiles.precision`, else float32); the
+entries whose estimate plus its error bound (:func:`.tiles.bf16_slack`) reaches the bound are
+computed again pair by pair in float32. Nothing that can enter a top-k is pruned: for a given
+assignment of queries to lists the neighbours are FAISS's (similarities equal up to float32
+summation order), and each similarity is the same bits however the lists are split.
 """
 from __future__ import annotations
 
@@ -15,7 +23,8 @@ import faiss
 import numpy as np
 
 from .sources import BlockSource, _blocks
-from .workers import SHARES, _canonical, _Workers
+from .tiles import _sort_key, norm4, precision
+from .workers import SHARES, _canonical, _single_blas, _torch_single, _Workers
 
 
 def _ivf_of(index: Any) -> Any:
@@ -74,61 +83,171 @@ def _search_ivf_by_list(
     shift: np.ndarray | None = None, probe: Callable[[int, np.ndarray, _Workers], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """IVF search organised by list: for each query block, assign the queries to their ``nprobe``
-    nearest lists (one product with the centroids), then compare every list with all the
-    queries that probe it in one product, merging the per-list top-k into per-query heaps.
-    Same probed lists and scores as ``ivf.search``; each list is read once per query block.
-    The lists are dealt into ``SHARES`` fixed shares, each filling its own heap on a worker thread,
-    merged in share order at the end (the same for any number of workers).
+    nearest lists (one product with the centroids), then compare every list with all the queries
+    that probe it in one product, keeping the entries that reach their query's bound
+    (:func:`_scan`, :func:`_entries`), and take each query's top-k of them. Same probed lists and
+    neighbours as ``ivf.search``; each list is read once per query block (twice for the queries'
+    nearest lists). The lists are dealt into ``SHARES`` fixed shares on the worker threads, and every
+    similarity returned is computed pair by pair (:func:`_exact`): results are the same for any
+    number of workers, and for any split of the database into shards (``ray_mine``).
     ``shift``: subtracted from the queries for the list assignment only (centred probing);
     ``probe(first_row, block, workers)``: the block's (rows, nprobe) lists, given by the caller instead."""
     nq = len(qs)
     nlist, nprobe = int(ivf.nlist), min(int(ivf.nprobe), int(ivf.nlist))
     reader = _ListReader(ivf)
     sizes = np.array([reader.size(l) for l in range(nlist)], dtype=np.int64)
+    prec = precision()
     D = np.empty((nq, k), dtype=np.float32)
     I = np.empty((nq, k), dtype=np.int64)
     q0 = 0
-    with _Workers() as workers:
+    with _Workers() as workers, _single_blas(), _torch_single(prec):
         for xq in _blocks(qs, query_rows):
             m = len(xq)
             if probe is not None:
-                lists = probe(q0, xq, workers).ravel().astype(np.int32)
+                lists = probe(q0, xq, workers)
             else:
-                lists = _assign(ivf.quantizer, xq if shift is None else xq - shift, nprobe, workers).ravel().astype(np.int32)  # -1 = no list
-            owners = np.repeat(np.arange(m, dtype=np.int32), nprobe)
-            keep = lists >= 0
-            lists, owners = lists[keep], owners[keep]
-            order = np.argsort(lists, kind="stable")
-            lists, owners = lists[order], owners[order]
-            bounds = np.searchsorted(lists, np.arange(nlist + 1, dtype=np.int32))
-            del order, keep
-            active = np.nonzero((bounds[1:] > bounds[:-1]) & (sizes > 0))[0]
-            work = (bounds[active + 1] - bounds[active]) * sizes[active]
-            active = active[np.argsort(-work, kind="stable")]  # biggest first, dealt round-robin
-            shares = [active[w::SHARES] for w in range(SHARES)]  # fixed shares: results independent of the workers
+                lists = _assign(ivf.quantizer, xq if shift is None else xq - shift, nprobe, workers)  # -1 = no list
+            lists = np.asarray(lists, dtype=np.int32).reshape(m, -1)
+            q = _Queries(xq, prec)
+            thr = np.full(m, -np.inf, np.float32)
 
-            def scan(share: np.ndarray, xq=xq, m=m, lists=lists, owners=owners, bounds=bounds) -> faiss.ResultHeap:
-                heap = faiss.ResultHeap(m, k, keep_max=True)
-                for l in share.tolist():
-                    who = owners[bounds[l] : bounds[l + 1]]
-                    xb, ids = reader.read(l)
-                    Dl, Il = faiss.knn(xq[who], xb, min(k, len(xb)), metric=faiss.METRIC_INNER_PRODUCT)
-                    heap.add_result_subset(who, Dl, ids[Il])
-                heap.finalize()
-                return heap
+            def bound(who: np.ndarray, xb: np.ndarray, ids: np.ndarray) -> None:
+                """Each query's nearest list (one a query: disjoint ``who``): its k-th value, less the
+                float32 error bound, is a lower bound of the query's final k-th."""
+                if len(ids) >= k:
+                    S = q.a[who] @ xb.T
+                    kth = np.partition(S, len(ids) - k, axis=1)[:, len(ids) - k]
+                    thr[who] = kth - _fp32_slack(q.n2[who], xb)
 
-            heaps = workers.map(scan, [sh for sh in shares if len(sh)])
-            if len(heaps) == 1:
-                heap = heaps[0]
-            else:
-                heap = faiss.ResultHeap(m, k, keep_max=True)
-                for h in heaps:
-                    heap.add_result(h.D, h.I)
-                heap.finalize()
-            D[q0 : q0 + m], I[q0 : q0 + m] = heap.D, heap.I
-            _canonical(D[q0 : q0 + m], I[q0 : q0 + m])
+            _scan(workers, reader, sizes, lists[:, :1], bound)
+            found = _scan(workers, reader, sizes, lists, lambda who, xb, ids: _entries(q, who, xb, ids, thr[who]))
+            D[q0 : q0 + m], I[q0 : q0 + m] = _top([f for f in found if f is not None], m, k)
             if progress:
                 progress(m)
             q0 += m
-            del heaps, heap, lists, owners
+            del lists, q, found
+    return D, I
+
+
+class _Queries:
+    """A query block as float32 with its rows' 2-norms, and on the bf16 path as bf16 bits (uint16,
+    for fast row gathers) with their 4-norms."""
+
+    def __init__(self, xq: np.ndarray, prec: str) -> None:
+        self.a = np.ascontiguousarray(xq, dtype=np.float32)
+        self.n2 = np.sqrt(np.einsum("ij,ij->i", self.a, self.a))
+        self.bits = self.n4 = None
+        if prec == "bf16":
+            import torch
+
+            self.bits = torch.from_numpy(self.a).bfloat16().view(torch.int16).numpy()
+            self.n4 = norm4(self.a)
+
+
+def _fp32_slack(n2: np.ndarray, xb: np.ndarray) -> np.ndarray:
+    """How far two float32 computations of the same inner products (rows of norms ``n2`` with the
+    rows of ``xb``) may differ: each errs by at most d 2^-24 |q| |x| (summation), plus 1e-7."""
+    d = xb.shape[1]
+    return (2 * d * 2.0**-24 * 1.01) * n2 * float(np.sqrt(np.einsum("ij,ij->i", xb, xb).max())) + 1e-7
+
+
+def _reach(thr: np.ndarray, n4_product: np.ndarray) -> np.ndarray:
+    """The smallest bf16 estimate whose fp32 value may reach ``thr``: e + 2^-8|e| + slack >= thr
+    (:func:`.tiles.bf16_slack` with the estimate's size), solved for e, rounded down."""
+    u = thr.astype(np.float64) - (8 * 2.0**-7 * n4_product + 1e-6)
+    e = np.where(u >= 0, u / (1 + 2.0**-8), u / (1 - 2.0**-8))
+    return np.nextafter(e.astype(np.float32), np.float32(-np.inf))
+
+
+Found = tuple[np.ndarray, np.ndarray, np.ndarray]  # (query rows, database ids, similarities)
+
+
+def _scan(workers: _Workers, reader: _ListReader, sizes: np.ndarray, lists: np.ndarray,
+          fn: Callable[[np.ndarray, np.ndarray, np.ndarray], Any]) -> list:
+    """``fn(who, vectors, ids)`` for every list and the queries ``who`` that probe it (``lists``:
+    (m, p) list ids, -1 = none), on the worker threads; the results in a fixed order."""
+    m, p = lists.shape
+    flat = lists.ravel()
+    keep = flat >= 0
+    if len(sizes) < 1 << 16:  # list ids as uint16: a radix sort
+        flat = flat.astype(np.uint16)
+    owners = np.repeat(np.arange(m, dtype=np.int32), p)[keep]
+    flat = flat[keep]
+    order = np.argsort(flat, kind="stable")
+    flat, owners = flat[order], owners[order]
+    bounds = np.searchsorted(flat, np.arange(len(sizes) + 1))
+    del order, keep, flat
+    active = np.nonzero((bounds[1:] > bounds[:-1]) & (sizes > 0))[0]
+    work = (bounds[active + 1] - bounds[active]) * sizes[active]
+    active = active[np.argsort(-work, kind="stable")]  # biggest first, dealt round-robin
+    shares = [active[w::SHARES] for w in range(SHARES)]  # fixed shares: results independent of the workers
+
+    def scan(share: np.ndarray) -> list:
+        return [fn(owners[bounds[l] : bounds[l + 1]], *reader.read(l)) for l in share.tolist()]
+
+    return [r for part in workers.map(scan, [sh for sh in shares if len(sh)]) for r in part]
+
+
+def _entries(q: _Queries, who: np.ndarray, xb: np.ndarray, ids: np.ndarray, thr: np.ndarray) -> Found | None:
+    """The entries of q[who] . xb^T at or above their query's bound ``thr`` (query rows, ids,
+    similarities). The product is an estimate (bf16 where the CPU multiplies it faster, else
+    float32); the entries whose estimate plus its error bound reaches the bound are computed
+    again pair by pair (:func:`_exact`)."""
+    if q.bits is not None:
+        import torch
+
+        tau = _reach(thr, q.n4[who] * float(norm4(xb).max()))
+        gathered = torch.from_numpy(np.take(q.bits, who, axis=0)).view(torch.bfloat16)
+        est = torch.mm(torch.from_numpy(xb).bfloat16(), gathered.T)  # (list, queries): max over a list is a fast reduction
+        cols = np.flatnonzero(est.amax(dim=0).float().numpy() >= tau)
+        if not len(cols):
+            return None
+        sub = est[:, torch.from_numpy(cols)].float().numpy()
+    else:
+        tau = thr - _fp32_slack(q.n2[who], xb)
+        est = xb @ q.a[who].T
+        cols = np.flatnonzero(est.max(axis=0) >= tau)
+        if not len(cols):
+            return None
+        sub = est[:, cols]
+    j, c = np.divmod(np.flatnonzero(sub.T >= tau[cols][:, None]), len(ids))  # by query, then id
+    rows, cand, v = _exact(q.a[who[cols]], xb, j, c)
+    ok = v >= thr[cols[rows]]
+    return who[cols[rows[ok]]], ids[cand[ok]], v[ok]
+
+
+def _exact(xq: np.ndarray, xb: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Float32 inner products xq[rows] . xb[cols] (``rows`` in increasing order), each computed on
+    its own by FAISS (the same bits whatever else is computed with it): (rows, cols, values)."""
+    counts = np.bincount(rows, minlength=len(xq))
+    width = int(counts.max())
+    slot = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+    idx = np.full((len(xq), width), -1, np.int64)
+    idx[rows, slot] = cols
+    out = np.empty((len(xq), width), np.float32)
+    xq = np.ascontiguousarray(xq, dtype=np.float32)
+    xb = np.ascontiguousarray(xb, dtype=np.float32)
+    faiss.fvec_inner_products_by_idx(faiss.swig_ptr(out), faiss.swig_ptr(xq), faiss.swig_ptr(xb), faiss.swig_ptr(idx),
+                                     xq.shape[1], len(xq), width)
+    return rows, cols, out[rows, slot]
+
+
+def _top(found: list[Found], m: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(m, k) best (similarity, id) of each query among the kept entries, in canonical order; -inf / -1 padding."""
+    D = np.full((m, k), -np.inf, dtype=np.float32)
+    I = np.full((m, k), -1, dtype=np.int64)
+    if not found:
+        return D, I
+    rows = np.concatenate([f[0] for f in found])
+    vals = np.concatenate([f[2] for f in found])
+    order = np.argsort(_sort_key(rows, vals), kind="stable")
+    rows = rows[order]
+    start = np.searchsorted(rows, np.arange(m, dtype=rows.dtype))
+    rank = np.arange(len(rows), dtype=np.int64) - start[rows]
+    keep = np.flatnonzero(rank < k)
+    take = order[keep]
+    rows, rank = rows[keep], rank[keep]
+    D[rows, rank] = vals[take]
+    I[rows, rank] = np.concatenate([f[1] for f in found]).astype(np.int64, copy=False)[take]
+    _canonical(D, I)  # equal similarities by increasing id
     return D, I

@@ -26,7 +26,7 @@ import numpy as np
 
 from .sources import ArrayBlocks, BlockSource, _blocks
 from .tiles import BF16_EXTRA, bf16_slack, candidates, norm4, precision, product, rescore, top_of_segments
-from .workers import _canonical, _single_blas, _Workers
+from .workers import _canonical, _single_blas, _torch_single, _Workers
 
 #: query rows x database rows of one tile (float32: 16 MiB a tile in flight).
 TILE_ROWS = 1024
@@ -136,22 +136,6 @@ class _Side:
         last = self.D[:, -1].astype(np.float64)
         centred = np.minimum(self.n2 * other.n2.max(), np.abs(last - self.off) + np.abs(other.off).max())
         return last + bf16_slack(centred, self.n4 * other.n4.max())
-
-
-@contextlib.contextmanager
-def _torch_single(prec: str) -> Iterator[None]:
-    """torch's intra-op pool on one thread for the duration (bf16 path only: fp32 needs no torch)."""
-    if prec != "bf16":
-        yield
-        return
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _merge(parts_v: list[np.ndarray], parts_i: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:

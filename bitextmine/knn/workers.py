@@ -44,6 +44,22 @@ def _single_blas() -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def _torch_single(prec: str) -> Iterator[None]:
+    """torch's intra-op pool on one thread for the duration (bf16 path only: fp32 needs no torch)."""
+    if prec != "bf16":
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 class _Workers:
     """CPU worker threads with single-threaded FAISS (OpenMP settings are per thread); ``map`` runs inline for one."""
 

@@ -1,0 +1,105 @@
+"""The by-list IVF scan (bitextmine.knn.bylist): pruned by each query's nearest list, float32 or
+bf16 products, the same neighbours as brute force over the probed lists, whatever the threads."""
+from __future__ import annotations
+
+import faiss
+import numpy as np
+import pytest
+
+from bitextmine.knn import bylist, ivf, knn_pair
+from bitextmine.knn.sources import ArrayBlocks
+
+
+def _shared_mean(n: int, d: int, seed: int) -> np.ndarray:
+    """Unit rows with a large shared direction (as multilingual embeddings have): bf16 products of
+    them round by far more than those of centred rows."""
+    rng = np.random.default_rng(seed)
+    mu = rng.standard_normal(d)
+    c = rng.standard_normal((30, d))
+    a = 1.5 * mu / np.linalg.norm(mu) + c[rng.integers(0, 30, n)] / np.sqrt(d) + 0.6 * rng.standard_normal((n, d)) / np.sqrt(d)
+    return (a / np.linalg.norm(a, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _built(spec: str, y: np.ndarray, nprobe: int) -> tuple[faiss.Index, faiss.IndexIVF]:
+    """(the filled index, the IVF inside it): keep the first referenced while the second is used."""
+    index = ivf._new_index(spec, y.shape[1])
+    ivf._train(index, spec, [ArrayBlocks(y)], 1500, 0, 1024, False)
+    built, _ = ivf._fill(index, spec, ArrayBlocks(y), nprobe, False, 1024)
+    return built, bylist._ivf_of(built)
+
+
+def _brute_over_probes(x: np.ndarray, index: faiss.IndexIVF, probes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(D, I): each query's k best among the stored (decoded) vectors of the lists it probes, float64, ties by id."""
+    reader = bylist._ListReader(index)
+    vecs, ids, lists = [], [], []
+    for l in range(index.nlist):
+        xb, i = reader.read(l)
+        vecs.append(xb)
+        ids.append(i)
+        lists.append(np.full(len(i), l))
+    vecs, ids, lists = np.concatenate(vecs), np.concatenate(ids), np.concatenate(lists)
+    S = x.astype(np.float64) @ vecs.astype(np.float64).T
+    allowed = (lists[None, :, None] == probes[:, None, :]).any(axis=2)
+    S[~allowed] = -np.inf
+    order = np.lexsort((np.broadcast_to(ids, S.shape), -S), axis=1)[:, :k]
+    D = np.take_along_axis(S, order, 1)
+    I = np.where(np.isfinite(D), ids[order], -1)
+    return D, I
+
+
+@pytest.mark.parametrize("prec", ["fp32", "bf16"])
+@pytest.mark.parametrize("spec", ["IVF24,Flat", "IVF24,SQfp16", "IVF24,SQ8"])
+def test_by_list_scan_equals_brute_force_over_the_probed_lists(prec: str, spec: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BITEXTMINE_KNN_PRECISION", prec)
+    x, y = _shared_mean(1500, 48, 0), _shared_mean(2000, 48, 1)
+    y[1::97] = y[0::97][: len(y[1::97])]  # exact duplicates: equal similarities listed by id
+    k, nprobe = 7, 5
+    _keep, index = _built(spec, y, nprobe)
+    probes = index.quantizer.search(x, nprobe)[1]
+    probes[::50] = -1  # queries probing nothing: padding
+    probes[1::50, 0] = -1  # queries whose nearest list is missing: nothing bounds them first
+    probes[2::50, 1:] = -1  # queries with one list only (fewer than k entries in it, some of them)
+    examined, kept = [], []
+    real_scan, real_top = bylist._scan, bylist._top
+
+    def scan(workers, reader, sizes, lists, fn):
+        examined.append(int(sizes[lists[lists >= 0]].sum()))
+        return real_scan(workers, reader, sizes, lists, fn)
+
+    def top(found, m, k_):
+        kept.append(sum(len(f[0]) for f in found))
+        return real_top(found, m, k_)
+
+    monkeypatch.setattr(bylist, "_scan", scan)
+    monkeypatch.setattr(bylist, "_top", top)
+    D, I = bylist._search_ivf_by_list(index, ArrayBlocks(x), k, 1000, None, probe=lambda q0, xq, w: probes[q0 : q0 + len(xq)])
+    Dr, Ir = _brute_over_probes(x, index, probes, k)
+    assert D.dtype == np.float32 and I.dtype == np.int64 and D.shape == (len(x), k)
+    assert (I[::50] == -1).all() and np.isneginf(D[::50]).all()
+    np.testing.assert_array_equal(I < 0, Ir < 0)
+    np.testing.assert_allclose(np.where(I < 0, 0, D), np.where(Ir < 0, 0, Dr), atol=1e-5)
+    with np.errstate(invalid="ignore"):  # -inf - -inf in padded rows
+        gaps = np.diff(np.concatenate([Dr, np.full((len(x), 1), -np.inf)], axis=1), axis=1)
+    clear = ((gaps < -1e-5) | ~np.isfinite(gaps)).all(axis=1)
+    np.testing.assert_array_equal(I[clear], Ir[clear])
+    ties = ~clear & (Ir >= 0).all(axis=1)
+    assert all((np.diff(I[r][D[r] == D[r][0]]) > 0).all() for r in np.nonzero(ties)[0])  # equal sims: by id
+    # pruned: the nearest lists' bounds leave a small part of the compared pairs to be sorted
+    assert sum(kept) < 0.25 * sum(examined)
+
+
+@pytest.mark.parametrize("prec", ["fp32", "bf16"])
+def test_by_list_scan_is_bit_identical_with_one_and_two_threads(prec: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BITEXTMINE_KNN_PRECISION", prec)
+    x, y = _shared_mean(3000, 64, 2), _shared_mean(2500, 64, 3)
+    before = faiss.omp_get_max_threads()
+    out = []
+    try:
+        for n in (1, 2):
+            faiss.omp_set_num_threads(n)
+            out.append(knn_pair(x, y, 4, index="IVF16,SQfp16", nprobe=4, block_rows=1000, train_size=2000))
+    finally:
+        faiss.omp_set_num_threads(before)
+    for a, b in zip(out[0], out[1]):
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
