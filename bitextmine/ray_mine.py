@@ -44,6 +44,7 @@ from bitextmine.knn.ivf import _fill, _new_index, _search, _train
 from bitextmine.knn.pairwise import _merge, exact_search
 from bitextmine.knn.policy import _auto_nprobe, _check, _ivf_query_rows, _resolve
 from bitextmine.knn.sources import ArrayBlocks
+from bitextmine.knn.tiles import precision
 from bitextmine.ray_engine import EngineError, RayOptions
 from bitextmine.store import EmbeddingStore
 
@@ -103,7 +104,9 @@ def parts(source: Any, align: int) -> list[Part]:
 class _SearchActor:
     """Holds this worker's part indexes and searches them (made a Ray actor class by :class:`RaySearch`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, precision: str | None = None) -> None:
+        if precision:  # the driver's choice of tile precision (bf16 or fp32): the same neighbour bits as a local search
+            os.environ["BITEXTMINE_KNN_PRECISION"] = precision
         self.stores: dict[str, Any] = {}
         self.plans: dict[int, Any] = {}
         self.built: dict[int, list[tuple[int, Any]]] = {}
@@ -191,7 +194,8 @@ class RaySearch:
         o = self.opts
         n = ray_engine.RayEncoder._fit(SimpleNamespace(opts=o), o.workers)  # type: ignore[arg-type]  # the same rule as the encoder's
         cls = ray.remote(num_cpus=o.cpus_per_worker, max_restarts=0)(_SearchActor)
-        self.actors = [cls.remote() for _ in range(n)]
+        # the tile precision measured here, once, not again (and maybe otherwise, under load) on every worker
+        self.actors = [cls.remote(precision()) for _ in range(n)]
         try:
             infos = ray.get([a.describe.remote() for a in self.actors], timeout=o.startup_timeout)
         except ray.exceptions.GetTimeoutError:

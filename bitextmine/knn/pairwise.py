@@ -19,8 +19,7 @@ similarities are those of float32 exact search.
 """
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 
