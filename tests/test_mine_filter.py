@@ -47,30 +47,38 @@ def mine_args(tiny_model, tmp_path, sides):
 FILTER_FLAGS = ["--max-ratio", "4", "--max-per-src", "1", "--lid-threshold", "0.2"]
 
 
+@pytest.mark.parametrize("lid", [True, False])
 @pytest.mark.parametrize("fmt", ["tsv", "jsonl", "parquet"])
-def test_mine_filter_equals_mine_then_filter(tiny_model, tmp_path, sides, fmt) -> None:
+def test_mine_filter_equals_mine_then_filter(tiny_model, tmp_path, sides, fmt, lid) -> None:
+    """Kept rows and rejects (with their reasons) are the same bytes. Language ID of the tiny model's word-salad
+    pairs is noise (the inferred majority language has a ~15% share), so with it nearly every pair is rejected
+    and how many are kept depends on which pairs the session's tiny model mines (0 to 4 seen); without it,
+    rows are kept whatever is mined."""
     base = mine_args(tiny_model, tmp_path, sides)
     d = tmp_path
+    flags = FILTER_FLAGS if lid else [*FILTER_FLAGS[:4], "--no-lid"]
     run(*base, "--out", d / f"all.{fmt}", "--format", fmt)
     run("filter", d / f"all.{fmt}", "--out", d / f"two.{fmt}", "--rejects", d / f"two-rej.{fmt}", "--report", d / "two.json",
-        *FILTER_FLAGS)
+        *flags)
     res = run(*base, "--out", d / f"one.{fmt}", "--format", fmt, "--filter", "--rejects", d / f"one-rej.{fmt}",
-              "--report", d / "one.json", *FILTER_FLAGS)
+              "--report", d / "one.json", *flags)
     assert "dropped: identical" in res.output and "mined" in res.output
+    why = f"filter report of the two-pass run: {(d / 'two.json').read_text()}"  # says which rules dropped what
     if fmt == "parquet":
         for a, b in (("one", "two"), ("one-rej", "two-rej")):
             assert pq.read_table(d / f"{a}.parquet").equals(pq.read_table(d / f"{b}.parquet")), a
         kept, rej = pq.read_table(d / "one.parquet"), pq.read_table(d / "one-rej.parquet")
-        assert kept.num_rows > 0 and rej.num_rows > 0 and rej.schema.names[-2:] == ["reason", "detail"]
+        assert (kept.num_rows > 0 or lid) and rej.num_rows > 0 and rej.schema.names[-2:] == ["reason", "detail"], why
     else:
         for a, b in (("one", "two"), ("one-rej", "two-rej")):
             assert (d / f"{a}.{fmt}").read_bytes() == (d / f"{b}.{fmt}").read_bytes(), a
-        assert (d / f"one.{fmt}").read_text() and (d / f"one-rej.{fmt}").read_text()
+        assert ((d / f"one.{fmt}").read_text() or lid) and (d / f"one-rej.{fmt}").read_text(), why
     one, two = json.loads((d / "one.json").read_text()), json.loads((d / "two.json").read_text())
     for key in ("total", "kept", "dropped", "src_lang", "tgt_lang", "options"):
         assert one["filter"][key] == two[key], key
     assert one["mined"] == two["total"] and one["written"] == two["kept"]
-    assert sum(v > 0 for v in two["dropped"].values()) >= 3  # the data trips several rules
+    assert one["mined"] > 0 and sum(v > 0 for v in two["dropped"].values()) >= (3 if lid else 1)  # the data trips several rules (identical copies always)
+    assert (two["dropped"]["src_lid"] > 0) == lid
     assert sorted(p.name for p in d.iterdir() if p.name.startswith(".")) == []
 
 
