@@ -104,9 +104,9 @@ def parts(source: Any, align: int) -> list[Part]:
 class _SearchActor:
     """Holds this worker's part indexes and searches them (made a Ray actor class by :class:`RaySearch`)."""
 
-    def __init__(self, precision: str | None = None) -> None:
-        if precision:  # the driver's choice of tile precision (bf16 or fp32): the same neighbour bits as a local search
-            os.environ["BITEXTMINE_KNN_PRECISION"] = precision
+    def __init__(self, tile_precision: str | None = None) -> None:
+        if tile_precision:  # the driver's choice (bf16 or fp32): the same neighbour bits as a local search
+            os.environ["BITEXTMINE_KNN_PRECISION"] = tile_precision
         self.stores: dict[str, Any] = {}
         self.plans: dict[int, Any] = {}
         self.built: dict[int, list[tuple[int, Any]]] = {}

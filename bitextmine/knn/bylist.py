@@ -23,7 +23,7 @@ import faiss
 import numpy as np
 
 from .sources import BlockSource, _blocks
-from .tiles import _sort_key, norm4, precision
+from .tiles import _sort_key, bf16_slack, norm4, precision
 from .workers import SHARES, _canonical, _single_blas, _torch_single, _Workers
 
 
@@ -152,9 +152,9 @@ def _fp32_slack(n2: np.ndarray, xb: np.ndarray) -> np.ndarray:
 
 
 def _reach(thr: np.ndarray, n4_product: np.ndarray) -> np.ndarray:
-    """The smallest bf16 estimate whose fp32 value may reach ``thr``: e + 2^-8|e| + slack >= thr
-    (:func:`.tiles.bf16_slack` with the estimate's size), solved for e, rounded down."""
-    u = thr.astype(np.float64) - (8 * 2.0**-7 * n4_product + 1e-6)
+    """The smallest bf16 estimate e whose fp32 value may reach ``thr``: e + bf16_slack(e) >= thr
+    (:func:`.tiles.bf16_slack`: 2^-8 |e| plus a part that does not depend on e), solved for e, rounded down."""
+    u = thr.astype(np.float64) - bf16_slack(np.zeros(len(thr)), n4_product)
     e = np.where(u >= 0, u / (1 + 2.0**-8), u / (1 - 2.0**-8))
     return np.nextafter(e.astype(np.float32), np.float32(-np.inf))
 
