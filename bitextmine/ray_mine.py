@@ -38,7 +38,7 @@ import numpy as np
 from bitextmine import __version__, ray_engine
 from bitextmine.errors import BitextmineError, InputError, MismatchError
 from bitextmine.knn import SearchOptions, _nothing_to_search
-from bitextmine.knn.bylist import _decodable, _ivf_of, _search_ivf_by_list
+from bitextmine.knn.bylist import _by_list, _search_ivf_by_list
 from bitextmine.knn.centred import _centred_spec, _Coarse
 from bitextmine.knn.ivf import _fill, _new_index, _search, _train
 from bitextmine.knn.pairwise import _merge, exact_search
@@ -271,9 +271,8 @@ class RaySearch:
                 _train(empty, spec, [db], train_size, o.seed, o.block_rows, False)
             # settings checked here, before any work is sent; the query blocks are those the local search reads
             probe, _ = _fill(faiss.clone_index(empty), spec, ArrayBlocks(np.empty((0, db.dim), np.float32)), nprobe, False, o.block_rows)
-            ivf = _ivf_of(probe)
-            by_list = ivf is not None and _decodable(ivf) and faiss.downcast_index(probe).this == ivf.this
-            qrows = _ivf_query_rows(o.block_rows, int(ivf.nprobe)) if by_list else o.block_rows
+            target = _by_list(probe)
+            qrows = _ivf_query_rows(o.block_rows, int(target[0].nprobe)) if target is not None else o.block_rows
             plan = {"kind": "faiss", "spec": spec, "index": faiss.serialize_index(empty), "nprobe": nprobe}
         return self._sharded(qs, db, k_eff, plan, qrows, o.block_rows, progress)
 

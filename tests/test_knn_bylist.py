@@ -48,7 +48,7 @@ def _brute_over_probes(x: np.ndarray, index: faiss.IndexIVF, probes: np.ndarray,
 
 
 @pytest.mark.parametrize("prec", ["fp32", "bf16"])
-@pytest.mark.parametrize("spec", ["IVF24,Flat", "IVF24,SQfp16", "IVF24,SQ8"])
+@pytest.mark.parametrize("spec", ["IVF24,Flat", "IVF24,SQfp16", "IVF24,SQ8", "IVF24,PQ8"])
 def test_by_list_scan_equals_brute_force_over_the_probed_lists(prec: str, spec: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BITEXTMINE_KNN_PRECISION", prec)
     x, y = _shared_mean(1500, 48, 0), _shared_mean(2000, 48, 1)
@@ -103,3 +103,35 @@ def test_by_list_scan_is_bit_identical_with_one_and_two_threads(prec: str, monke
     for a, b in zip(out[0], out[1]):
         np.testing.assert_array_equal(a[0], b[0])
         np.testing.assert_array_equal(a[1], b[1])
+
+
+@pytest.mark.parametrize("spec", ["IVF16,PQ8", "IVF16,PQ12x4", "OPQ8,IVF16,PQ8", "PCA24,IVF16,Flat", "OPQ8,IVF16,SQ8"])
+def test_product_codes_and_linear_pre_transforms_are_searched_by_list_as_faiss_scores_them(
+        spec: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """auto's smallest tier (OPQ rotation + product codes) and other linear pre-transforms go through
+    the by-list scan (not FAISS's per-query scan), with FAISS's own neighbours and similarities."""
+    monkeypatch.setenv("BITEXTMINE_KNN_PRECISION", "fp32")
+    x, y = _shared_mean(600, 48, 4), _shared_mean(3000, 48, 5)
+    built, _ = _built(spec, y, 6)
+    assert bylist._by_list(built) is not None
+    monkeypatch.setattr(ivf, "_search_blocks", lambda *a, **kw: pytest.fail("searched through FAISS"))
+    D, I = ivf._search(built, False, ArrayBlocks(x), 5, 256, None)
+    Df, If = built.search(x, 5)
+    np.testing.assert_allclose(D, Df, atol=2e-5)
+    assert (I == If).mean() > 0.99  # the rest: near-ties ordered by float32 rounding
+    normed = faiss.index_factory(48, "L2norm,IVF16,Flat", faiss.METRIC_INNER_PRODUCT)  # not linear: FAISS's own scan
+    assert bylist._by_list(normed) is None
+
+
+def test_pre_transformed_queries_do_not_depend_on_the_block_shape() -> None:
+    """The composed pre-transform runs in float64: a row's transformed bits are the same in any block
+    (so Ray query parts give the local search's neighbours bit for bit)."""
+    y = _shared_mean(3000, 48, 6)
+    built, _ = _built("OPQ8,IVF16,PQ8", y, 4)
+    _, transform = bylist._by_list(built)
+    src = bylist._Transformed(ArrayBlocks(y), transform)
+    whole = np.concatenate(list(src.iter_blocks(3000)))
+    parts = np.concatenate(list(src.iter_blocks(7)))
+    np.testing.assert_array_equal(whole, parts)
+    rotated = faiss.downcast_index(built).apply_chain(len(y), faiss.swig_ptr(y))  # FAISS's float32 transform
+    np.testing.assert_allclose(whole, faiss.rev_swig_ptr(rotated, y.size).reshape(y.shape), atol=1e-5)

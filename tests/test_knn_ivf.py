@@ -64,8 +64,9 @@ def test_ivf_train_sample_from_block_source(structured: tuple[np.ndarray, np.nda
     assert_knn_equal(D0, I0, x, y, 2)  # nprobe = nlist: exhaustive
 
 
-def test_ivf_behind_a_pre_transform_searches_through_faiss() -> None:
-    """``PCA16,IVF8,Flat`` crashed: the by-list path read the IVF's codes without the PCA step."""
+def test_ivf_behind_a_pre_transform_searches_in_the_transformed_space() -> None:
+    """``PCA16,IVF8,Flat`` once crashed (the by-list path read the IVF's codes without the PCA step);
+    the queries now go through the PCA before the lists are scanned."""
     rng = np.random.default_rng(3)
     x = rng.standard_normal((400, 32)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)

@@ -130,9 +130,9 @@ def search(runtime):
 
 
 @needs_ray
-@pytest.mark.parametrize(("index", "nprobe"), [("flat", None), ("IVF16,Flat", None), ("IVF16,SQfp16", 4), ("IVF16,SQ8", 3)])
+@pytest.mark.parametrize(("index", "nprobe"), [("flat", None), ("IVF16,Flat", None), ("IVF16,SQfp16", 4), ("IVF16,SQ8", 3), ("OPQ8,IVF16,PQ8", 4)])
 def test_knn_pair_on_ray_equals_the_local_search(search, sides, index, nprobe):
-    """Same D and I both ways, bit for bit: per-part search merged exactly (SQ8 goes through FAISS's own codes)."""
+    """Same D and I both ways, bit for bit: per-part search merged exactly (product codes behind a rotation too)."""
     from bitextmine.knn import knn_pair
     from bitextmine.ray_mine import parts
 

@@ -1,4 +1,4 @@
-"""IVF search list by list (CPU, IVF indexes with flat or scalar-quantised codes).
+"""IVF search list by list (CPU, IVF indexes with flat, scalar-quantised or product codes).
 
 FAISS's own IVF search walks the lists query by query, re-reading a list's vectors for every
 query that probes it. Here the queries of a block are grouped by the lists they probe and each
@@ -13,6 +13,11 @@ entries whose estimate plus its error bound (:func:`.tiles.bf16_slack`) reaches 
 computed again pair by pair in float32. Nothing that can enter a top-k is pruned: for a given
 assignment of queries to lists the neighbours are FAISS's (similarities equal up to float32
 summation order), and each similarity is the same bits however the lists are split.
+
+An IVF behind linear pre-transforms (``OPQ64,IVF4096,PQ64``, ``PCA128,IVF1024,Flat``) is searched
+the same way in the transformed space: the queries go through the transforms (composed into one
+map, applied in float64: the same bits for any block shape, :class:`_Transformed`), the lists'
+codes are decoded (product codes: the centroid plus the decoded residual), as FAISS scores them.
 """
 from __future__ import annotations
 
@@ -34,8 +39,51 @@ def _ivf_of(index: Any) -> Any:
 
 
 def _decodable(ivf: faiss.IndexIVF) -> bool:
-    """Lists whose codes decode to the vectors FAISS scores (flat or scalar-quantised codes)."""
-    return isinstance(ivf, (faiss.IndexIVFFlat, faiss.IndexIVFScalarQuantizer)) and ivf.metric_type == faiss.METRIC_INNER_PRODUCT
+    """Lists whose codes decode to the vectors FAISS scores (flat, scalar-quantised or product codes)."""
+    kinds = isinstance(ivf, (faiss.IndexIVFFlat, faiss.IndexIVFScalarQuantizer)) or type(ivf) is faiss.IndexIVFPQ
+    return kinds and ivf.metric_type == faiss.METRIC_INNER_PRODUCT
+
+
+def _by_list(index: Any) -> tuple[faiss.IndexIVF, tuple[np.ndarray, np.ndarray] | None] | None:
+    """``(ivf, transform)`` when ``index`` (a CPU index) is searched list by list: a decodable IVF,
+    alone or behind linear pre-transforms only; ``transform`` is their composition ``(A, b)`` in
+    float64 (queries map to ``x A^T + b``), None without pre-transforms. None for anything else."""
+    top = faiss.downcast_index(index)
+    ivf = _ivf_of(index)
+    if ivf is None or not _decodable(ivf):
+        return None
+    if top.this == ivf.this:
+        return ivf, None
+    if not isinstance(top, faiss.IndexPreTransform) or faiss.downcast_index(top.index).this != ivf.this:
+        return None
+    d_in = int(top.chain.at(0).d_in) if top.chain.size() else int(ivf.d)
+    A, b = np.eye(d_in), np.zeros(d_in)
+    for i in range(top.chain.size()):
+        vt = faiss.downcast_VectorTransform(top.chain.at(i))
+        if not isinstance(vt, faiss.LinearTransform):
+            return None
+        Ai = faiss.vector_to_array(vt.A).astype(np.float64).reshape(int(vt.d_out), int(vt.d_in))
+        bi = faiss.vector_to_array(vt.b).astype(np.float64) if vt.have_bias else np.zeros(int(vt.d_out))
+        A, b = Ai @ A, Ai @ b + bi
+    return ivf, (A, b)
+
+
+class _Transformed:
+    """A query source through an IVF's linear pre-transforms (a :class:`.sources.BlockSource`)."""
+
+    def __init__(self, qs: BlockSource, transform: tuple[np.ndarray, np.ndarray]) -> None:
+        self.qs, (self.A, self.b) = qs, transform
+
+    def __len__(self) -> int:
+        return len(self.qs)
+
+    @property
+    def dim(self) -> int:
+        return int(self.A.shape[0])
+
+    def iter_blocks(self, rows: int):
+        for x in self.qs.iter_blocks(rows):
+            yield np.ascontiguousarray((x.astype(np.float64) @ self.A.T + self.b).astype(np.float32))
 
 
 class _ListReader:
@@ -47,8 +95,9 @@ class _ListReader:
         self.code_size = int(self.invlists.code_size)
         self.d = int(ivf.d)
         self.sq = ivf.sq if isinstance(ivf, faiss.IndexIVFScalarQuantizer) else None
+        self.pq = ivf.pq if isinstance(ivf, faiss.IndexIVFPQ) else None
         self.fp16 = self.sq is not None and self.sq.qtype == faiss.ScalarQuantizer.QT_fp16
-        self.residual = self.sq is not None and bool(ivf.by_residual)
+        self.residual = (self.sq is not None or self.pq is not None) and bool(ivf.by_residual)
 
     def size(self, l: int) -> int:
         return int(self.invlists.list_size(l))
@@ -61,7 +110,9 @@ class _ListReader:
         ids = faiss.rev_swig_ptr(ids_ptr, n).copy()
         inv.release_codes(l, codes_ptr)
         inv.release_ids(l, ids_ptr)
-        if self.sq is None:
+        if self.pq is not None:
+            xb = self.pq.decode(codes.reshape(n, self.code_size))
+        elif self.sq is None:
             xb = codes.view(np.float32).reshape(n, self.d)
         elif self.fp16:
             xb = codes.view(np.float16).reshape(n, self.d).astype(np.float32)

@@ -5,7 +5,8 @@ trained on a random sample of the database (:func:`_train`; split evenly over bo
 :func:`knn_pair` trains one index for both directions), filled block by block (:func:`_fill`) and
 searched block by block (:func:`_search`). On the CPU, IVF indexes with flat or scalar-quantised
 codes are filled with the worker threads' own list assignment and searched list by list
-(:mod:`.bylist`); everything else, GPU indexes included, runs FAISS's own ``add`` and ``search``.
+(:mod:`.bylist`; product codes and linear pre-transforms such as OPQ too); everything else, GPU
+indexes included, runs FAISS's own ``add`` and ``search``.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import faiss
 import numpy as np
 
 from ..errors import InputError
-from .bylist import _assign, _decodable, _ivf_of, _search_ivf_by_list
+from .bylist import _assign, _by_list, _ivf_of, _search_ivf_by_list, _Transformed
 from .gpu import _to_gpus, _warn_once
 from .policy import _auto_nprobe, _default_train_size, _ivf_query_rows
 from .sources import BlockSource, _blocks, _sample_rows
@@ -97,9 +98,10 @@ def _fill(index: faiss.Index, spec: str, db: BlockSource, nprobe: int | None, gp
             on_gpu = True
         except RuntimeError:
             _warn_once(f"type:{spec}", f"FAISS index {spec!r} has no GPU version; searching on the CPU")
-    ivf = None if on_gpu else _ivf_of(index)
-    # the IVF itself (no pre-transform) with flat or scalar-quantised codes: fill with our own assignment
-    direct = ivf is not None and _decodable(ivf) and faiss.downcast_index(index).this == ivf.this
+    target = None if on_gpu else _by_list(index)
+    # the IVF itself (no pre-transform) searched by list: fill with our own assignment
+    direct = target is not None and target[1] is None
+    ivf = target[0] if direct else None
     with _Workers(None if direct else 1) as workers:
         for xb in _blocks(db, block_rows):
             if direct:  # assign on the worker threads, then store with the assignment given
@@ -117,14 +119,13 @@ def _fill(index: faiss.Index, spec: str, db: BlockSource, nprobe: int | None, gp
 
 
 def _search(index: Any, on_gpu: bool, qs: BlockSource, k: int, block_rows: int, progress: Callable[[int], None] | None) -> tuple[np.ndarray, np.ndarray]:
-    """Search every query: by list on CPU IVF indexes with decodable codes, else FAISS's own search.
-
-    The by-list path reads the IVF's codes directly, so it is taken only when the IVF is the whole
-    index: a pre-transform in front of it (``PCA16,IVF8,Flat``, ``OPQ...``) goes through FAISS.
-    """
-    ivf = None if on_gpu else _ivf_of(index)
-    if ivf is not None and _decodable(ivf) and faiss.downcast_index(index).this == ivf.this:
-        return _search_ivf_by_list(ivf, qs, k, _ivf_query_rows(block_rows, int(ivf.nprobe)), progress)
+    """Search every query: by list on CPU IVF indexes with decodable codes (behind linear
+    pre-transforms too: the queries are transformed first), else FAISS's own search."""
+    target = None if on_gpu else _by_list(index)
+    if target is not None:
+        ivf, transform = target
+        rows = _ivf_query_rows(block_rows, int(ivf.nprobe))
+        return _search_ivf_by_list(ivf, qs if transform is None else _Transformed(qs, transform), k, rows, progress)
     return _search_blocks(index, qs, k, block_rows, progress)
 
 
