@@ -62,9 +62,9 @@ def test_by_list_scan_equals_brute_force_over_the_probed_lists(prec: str, spec: 
     examined, kept = [], []
     real_scan, real_top = bylist._scan, bylist._top
 
-    def scan(workers, reader, sizes, lists, fn):
+    def scan(workers, reader, sizes, lists, fn, k=None):
         examined.append(int(sizes[lists[lists >= 0]].sum()))
-        return real_scan(workers, reader, sizes, lists, fn)
+        return real_scan(workers, reader, sizes, lists, fn, k)
 
     def top(found, m, k_):
         kept.append(sum(len(f[0]) for f in found))
@@ -135,3 +135,27 @@ def test_pre_transformed_queries_do_not_depend_on_the_block_shape() -> None:
     np.testing.assert_array_equal(whole, parts)
     rotated = faiss.downcast_index(built).apply_chain(len(y), faiss.swig_ptr(y))  # FAISS's float32 transform
     np.testing.assert_allclose(whole, faiss.rev_swig_ptr(rotated, y.size).reshape(y.shape), atol=1e-5)
+
+
+@pytest.mark.parametrize("prec", ["fp32", "bf16"])
+def test_cutting_held_entries_to_the_k_best_changes_no_bit(prec: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each worker cuts the entries it holds to its queries' k best whenever they pass REDUCE_AT (the
+    memory of a query block at 1M rows was GBs): the same neighbours and ties, bit for bit, as holding all."""
+    monkeypatch.setenv("BITEXTMINE_KNN_PRECISION", prec)
+    x, y = _shared_mean(1200, 48, 7), _shared_mean(2500, 48, 8)
+    y[1::53] = y[0::53][: len(y[1::53])]  # exact duplicates: ties at the cut
+    _keep, index = _built("IVF24,SQfp16", y, 8)
+    out, cuts = [], []
+    real = bylist._reduce
+
+    def reduce(found, k):
+        cuts.append(sum(len(f[0]) for f in found))
+        return real(found, k)
+
+    monkeypatch.setattr(bylist, "_reduce", reduce)
+    for at in (1 << 40, 50):
+        monkeypatch.setattr(bylist, "REDUCE_AT", at)
+        out.append(bylist._search_ivf_by_list(index, ArrayBlocks(x), 6, 1200, None))
+    assert len(cuts) >= 8  # the small limit did cut, again and again
+    np.testing.assert_array_equal(out[0][0], out[1][0])
+    np.testing.assert_array_equal(out[0][1], out[1][1])

@@ -40,9 +40,61 @@ def test_the_tiers_follow_the_memory_budget() -> None:
     for spec in ("IVF16384,SQfp16", "IVF16384,SQ8", "OPQ64,IVF16384,PQ64"):  # what auto picks fits the budget it was given
         budget = n * code_bytes(spec, d)
         assert auto_index(n, d, memory_budget=budget)[0] == spec
-    with pytest.raises(InputError, match="over the memory budget") as e:  # not even 8-byte codes fit: said before any work
-        auto_index(n, d, memory_budget=100 * 2**20)
-    assert e.value.param == "memory_budget" and "--engine ray" in str(e.value)
+    # not even 8-byte codes fit: the largest product codes, their lists in a file
+    assert auto_index(n, d, memory_budget=100 * 2**20)[0] == "OPQ64,IVF16384,PQ64,ondisk"
+    assert code_bytes("OPQ64,IVF16384,PQ64,ondisk", d) == 72
+
+
+def test_an_on_disk_index_without_the_room_is_refused_before_any_work(tmp_path, monkeypatch) -> None:
+    """The free space of the temporary folder must hold twice the codes and ids (lists grow by doubling)."""
+    import shutil
+    import tempfile
+    from collections import namedtuple
+
+    from bitextmine.knn import policy
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**12, 0, 2 * 10_000_000 * 72 - 1))
+    with pytest.raises(InputError, match="on-disk index OPQ64,IVF16384,PQ64 of 10,000,000 vectors") as e:
+        policy._resolve("auto", 10_000_000, 384, None, None, 100 * 2**20)
+    assert e.value.param == "memory_budget" and "TMPDIR" in str(e.value) and str(tmp_path) in str(e.value)
+    with pytest.raises(InputError, match="on-disk"):
+        policy._resolve("IVF16384,PQ64,ondisk", 10_000_000, 384, None, None)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**12, 0, 2 * 10_000_000 * 72))
+    assert policy._resolve("auto", 10_000_000, 384, None, None, 100 * 2**20)[0].endswith(",ondisk")
+    assert policy._resolve("auto", 10_000_000, 384, None, None, 8 * 2**30)[0] == "IVF16384,SQfp16"  # in memory: no check
+
+
+def test_on_disk_lists_give_the_in_memory_neighbours_and_leave_no_file(tmp_path, monkeypatch) -> None:
+    """``,ondisk``: the same codes in a memory-mapped file under TMPDIR, searched by list to the same bits;
+    the file is there while the index is, removed after; FAISS's resize messages never reach stdout."""
+    import gc
+    import tempfile
+
+    import bitextmine.knn as knn_mod
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    rng = np.random.default_rng(1)
+    xb = rng.normal(size=(3000, 32)).astype(np.float32)
+    xb /= np.linalg.norm(xb, axis=1, keepdims=True)
+    for spec in ("IVF16,PQ8", "OPQ8,IVF16,PQ8"):  # (IVF…,Flat/SQ… in memory are probed centred: not comparable)
+        ref = knn(xb[:400], xb, 4, index=spec, nprobe=5, train_size=3000)
+        seen = []
+        real = knn_mod._search  # what the one-way search calls
+
+        def search(index, *a, **kw):
+            seen.append(sorted(p.name for p in tmp_path.iterdir()))
+            return real(index, *a, **kw)
+
+        monkeypatch.setattr(knn_mod, "_search", search)
+        got = knn(xb[:400], xb, 4, index=spec + ",ondisk", nprobe=5, train_size=3000)
+        monkeypatch.setattr(knn_mod, "_search", real)
+        gc.collect()
+        assert len(seen) == 1 and len(seen[0]) == 1 and seen[0][0].startswith("bitextmine-lists-"), seen
+        assert not list(tmp_path.iterdir())
+        np.testing.assert_array_equal(got[0], ref[0])
+        np.testing.assert_array_equal(got[1], ref[1])
 
 
 def test_the_default_budget_is_a_quarter_of_memory() -> None:

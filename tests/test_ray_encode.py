@@ -248,7 +248,8 @@ def test_a_model_missing_on_the_workers_is_their_one_line_model_error(runtime, t
 
 
 # ---------------------------------------------------------------------------------------------
-# two nodes on loopback, a worker process killed mid-encode (slow: two clusters' start-up)
+# two nodes on loopback, a worker process killed mid-encode, then mining across both nodes
+# (slow: two clusters' start-up)
 
 
 def _free_port() -> int:
@@ -298,11 +299,18 @@ def _stop(mark: str, roots: list[Path]) -> None:
 
 @needs_ray
 @pytest.mark.slow
-def test_two_node_cluster_survives_a_killed_worker_mid_encode(tiny_model, tmp_path):
+def test_two_node_cluster_survives_a_killed_worker_mid_encode_and_mines_as_locally(tiny_model, tmp_path):
     text = tmp_path / "big.txt"
     text.write_text("\n".join(make_sentences(8_000, seed=11)) + "\n")
     ref = tmp_path / "local"
     encode_files([str(text)], ref, EncoderOptions(model=str(tiny_model)), EncodeOptions(shard_size=250))
+    other = tmp_path / "other.txt"  # the other side to mine against: some of the same sentences among new ones
+    other.write_text("\n".join(make_sentences(8_000, seed=11)[::4] + make_sentences(3_000, seed=12)) + "\n")
+    tgt = tmp_path / "tgt"
+    encode_files([str(other)], tgt, EncoderOptions(model=str(tiny_model)), EncodeOptions(shard_size=400))
+    mine_args = ["--index", "IVF16,SQfp16", "--nprobe", "4", "--threshold", "0"]
+    res = run("mine", ref, tgt, "--out", tmp_path / "local.tsv", *mine_args)
+    assert res.exit_code == 0, res.output
 
     mark = f"bitextmine-{os.getpid()}-{time.time_ns()}"
     env = {**os.environ, "BITEXTMINE_TEST_CLUSTER": mark, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
@@ -352,6 +360,15 @@ def test_two_node_cluster_survives_a_killed_worker_mid_encode(tiny_model, tmp_pa
         assert "Ray: 2 workers on 2 nodes" in output, output
         engine = same_folder(ref, out)
         assert engine["nodes"] == 2 and engine["workers"] == 2
+
+        # mining on the same two nodes: one search actor a node, the database split over both
+        mined = subprocess.run([sys.executable, "-m", "bitextmine", "mine", str(out), str(tgt), "--out", str(tmp_path / "ray.tsv"),
+                                *mine_args, "--engine", "ray", "--address", f"127.0.0.1:{port}", "--workers", "2"],
+                               env=env, capture_output=True, text=True, timeout=300)
+        assert mined.returncode == 0, mined.stdout + mined.stderr
+        assert "Ray: 2 workers on 2 nodes" in mined.stdout + mined.stderr, mined.stdout + mined.stderr
+        assert len((tmp_path / "local.tsv").read_text().splitlines()) > 1000
+        assert (tmp_path / "ray.tsv").read_bytes() == (tmp_path / "local.tsv").read_bytes()
     finally:
         for p in procs:
             with contextlib.suppress(OSError):

@@ -355,11 +355,14 @@ def test_centred_probing_crosses_a_language_offset() -> None:
     assert centred >= exact - 0.02 and centred > plain + 0.1, (centred, plain, exact)
 
 
-def test_a_memory_budget_too_small_for_any_index_is_one_line_before_work(tmp_path, monkeypatch) -> None:
-    """5k 32-d vectors (auto made to index from 1k rows) need >= 78 KiB even as 8-byte product codes and ids: a 50 KiB
-    budget is refused before any search, naming the flag; a bad size is refused too; a budget between the SQ8 and
-    the fp16 index picks SQ8, and the summary and report name the index that ran."""
+def test_a_memory_budget_too_small_for_codes_in_memory_goes_on_disk(tmp_path, monkeypatch) -> None:
+    """5k 32-d vectors (auto made to index from 1k rows) need >= 78 KiB even as 8-byte product codes and ids: with a
+    50 KiB budget their lists go on disk (refused before any search when the temporary folder has not the room,
+    naming the flag); a bad size is refused too; a budget between the SQ8 and the fp16 index picks SQ8, and the
+    summary and report name the index that ran."""
     import json
+    import shutil
+    import tempfile
 
     from conftest import one_line_error
     from typer.testing import CliRunner
@@ -373,9 +376,18 @@ def test_a_memory_budget_too_small_for_any_index_is_one_line_before_work(tmp_pat
     write_store(tmp_path / "x", emb, [3_000])
     run = CliRunner().invoke
     args = ["mine", str(tmp_path / "x"), str(tmp_path / "x"), "--out", str(tmp_path / "p.tsv")]
-    line = one_line_error(run(app, [*args, "--memory-budget", "50K"]))
-    assert "--memory-budget" in line and "over the memory budget" in line and "--engine ray" in line
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "scratch"))
+    (tmp_path / "scratch").mkdir()
+    real_usage = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real_usage(p)._replace(free=1000))
+    line = one_line_error(run(app, [*args, "--memory-budget", "50K"]))  # on disk, and the disk is full
+    assert "--memory-budget" in line and "on-disk index" in line and "--engine ray" in line and "TMPDIR" in line
     assert not (tmp_path / "p.tsv").exists()
+    monkeypatch.setattr(shutil, "disk_usage", real_usage)
+    res = run(app, [*args, "--memory-budget", "50K", "--top", "5", "--report", str(tmp_path / "d.json")])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "d.json").read_text())["index"].startswith("OPQ32,IVF256,PQ32,ondisk")
+    assert not list((tmp_path / "scratch").iterdir())  # the lists' file is gone
     line = one_line_error(run(app, [*args, "--memory-budget", "lots"]))
     assert "--memory-budget" in line and "not a size" in line
     res = run(app, [*args, "--memory-budget", "300K", "--top", "5", "--report", str(tmp_path / "r.json")])

@@ -29,7 +29,7 @@ def mine_cmd(
     strategy: Strategy = typer.Option(Strategy.MAX, "--strategy", help="max, forward, backward or intersect."),
     index: str = typer.Option("auto", "--index", help="flat (exact), auto (by size), or a FAISS factory string such as IVF4096,PQ64."),
     nprobe: Optional[int] = NprobeOpt,
-    memory_budget: Optional[str] = typer.Option(None, "--memory-budget", help="Memory the auto index may hold, e.g. 6G or 500M (default: a quarter of RAM); it picks the codes: fp16, SQ8, then OPQ+PQ."),
+    memory_budget: Optional[str] = typer.Option(None, "--memory-budget", help="Memory the auto index may hold, e.g. 6G or 500M (default: a quarter of RAM); it picks the codes: fp16, SQ8, then OPQ+PQ, then OPQ+PQ with the lists on disk in TMPDIR."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Keep pairs with margin >= this (default: the model's tuned threshold, when tuned for the same --margin and -k; else all)."),
     top: Optional[int] = typer.Option(None, "--top", help="Keep only the N best pairs."),
     dedup: bool = typer.Option(False, "--dedup", help="Mine unique sentences only (exact duplicates removed)."),

@@ -87,7 +87,8 @@ class SearchOptions:
     use_gpu: None = all GPUs FAISS sees, if any; False = CPU; True = GPUs (CPU with a
         :class:`GpuFallbackWarning` if FAISS sees none).
     memory_budget: bytes the ``auto`` index may hold (codes and ids; default a quarter of physical
-        memory, :func:`~.policy.default_memory_budget`): it picks the codes (fp16, SQ8, OPQ+PQ).
+        memory, :func:`~.policy.default_memory_budget`): it picks the codes (fp16, SQ8, OPQ+PQ, then
+        OPQ+PQ with the lists in a file: ``",ondisk"``).
     """
 
     index: str = "flat"

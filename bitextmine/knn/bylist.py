@@ -171,8 +171,8 @@ def _search_ivf_by_list(
                     thr[who] = kth - _fp32_slack(q.n2[who], xb)
 
             _scan(workers, reader, sizes, lists[:, :1], bound)
-            found = _scan(workers, reader, sizes, lists, lambda who, xb, ids: _entries(q, who, xb, ids, thr[who]))
-            D[q0 : q0 + m], I[q0 : q0 + m] = _top([f for f in found if f is not None], m, k)
+            found = _scan(workers, reader, sizes, lists, lambda who, xb, ids: _entries(q, who, xb, ids, thr[who]), k)
+            D[q0 : q0 + m], I[q0 : q0 + m] = _top(found, m, k)
             if progress:
                 progress(m)
             q0 += m
@@ -211,12 +211,16 @@ def _reach(thr: np.ndarray, n4_product: np.ndarray) -> np.ndarray:
 
 
 Found = tuple[np.ndarray, np.ndarray, np.ndarray]  # (query rows, database ids, similarities)
+#: Entries a worker holds before cutting them to its queries' k best (~16 bytes each, ~50 while cut).
+REDUCE_AT = 1 << 21
 
 
 def _scan(workers: _Workers, reader: _ListReader, sizes: np.ndarray, lists: np.ndarray,
-          fn: Callable[[np.ndarray, np.ndarray, np.ndarray], Any]) -> list:
+          fn: Callable[[np.ndarray, np.ndarray, np.ndarray], Found | None], k: int | None = None) -> list[Found]:
     """``fn(who, vectors, ids)`` for every list and the queries ``who`` that probe it (``lists``:
-    (m, p) list ids, -1 = none), on the worker threads; the results in a fixed order."""
+    (m, p) list ids, -1 = none), on the worker threads; the results other than None in a fixed order.
+    With ``k``, each share's results are cut to its queries' k best (:func:`_reduce`) whenever they
+    pass :data:`REDUCE_AT` entries and at its end: memory stays bounded whatever the bounds let through."""
     m, p = lists.shape
     flat = lists.ravel()
     keep = flat >= 0
@@ -234,7 +238,17 @@ def _scan(workers: _Workers, reader: _ListReader, sizes: np.ndarray, lists: np.n
     shares = [active[w::SHARES] for w in range(SHARES)]  # fixed shares: results independent of the workers
 
     def scan(share: np.ndarray) -> list:
-        return [fn(owners[bounds[l] : bounds[l + 1]], *reader.read(l)) for l in share.tolist()]
+        out, held = [], 0
+        for l in share.tolist():
+            r = fn(owners[bounds[l] : bounds[l + 1]], *reader.read(l))
+            if r is None:
+                continue
+            out.append(r)
+            held += len(r[0])
+            if k is not None and held > REDUCE_AT:  # memory: only what may still be in a top-k
+                out = [_reduce(out, k)]
+                held = len(out[0][0])
+        return [_reduce(out, k)] if k is not None and len(out) > 1 else out
 
     return [r for part in workers.map(scan, [sh for sh in shares if len(sh)]) for r in part]
 
@@ -283,22 +297,37 @@ def _exact(xq: np.ndarray, xb: np.ndarray, rows: np.ndarray, cols: np.ndarray) -
     return rows, cols, out[rows, slot]
 
 
+def _ranked(found: list[Found]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Entries of ``found`` (concatenated) sorted by (query, -similarity), equal keys in their given
+    order: ``(order, sorted query rows, rank of each sorted entry within its query)``."""
+    rows = np.concatenate([f[0] for f in found])
+    vals = np.concatenate([f[2] for f in found])
+    order = np.argsort(_sort_key(rows, vals), kind="stable")
+    rows = rows[order]
+    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]) if len(rows) else np.zeros(0, np.int64)
+    rank = np.arange(len(rows), dtype=np.int64) - np.repeat(starts, np.diff(np.r_[starts, len(rows)]))
+    return order, rows, rank
+
+
+def _reduce(found: list[Found], k: int) -> Found:
+    """The entries of ``found`` among their query's k best, in their given order: a subsequence
+    that :func:`_top` turns into the same result as the whole (ties keep the earlier entry)."""
+    order, _, rank = _ranked(found)
+    keep = np.sort(order[rank < k])
+    return tuple(np.concatenate([f[i] for f in found])[keep] for i in range(3))  # type: ignore[return-value]
+
+
 def _top(found: list[Found], m: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(m, k) best (similarity, id) of each query among the kept entries, in canonical order; -inf / -1 padding."""
     D = np.full((m, k), -np.inf, dtype=np.float32)
     I = np.full((m, k), -1, dtype=np.int64)
     if not found:
         return D, I
-    rows = np.concatenate([f[0] for f in found])
-    vals = np.concatenate([f[2] for f in found])
-    order = np.argsort(_sort_key(rows, vals), kind="stable")
-    rows = rows[order]
-    start = np.searchsorted(rows, np.arange(m, dtype=rows.dtype))
-    rank = np.arange(len(rows), dtype=np.int64) - start[rows]
+    order, rows, rank = _ranked(found)
     keep = np.flatnonzero(rank < k)
     take = order[keep]
     rows, rank = rows[keep], rank[keep]
-    D[rows, rank] = vals[take]
+    D[rows, rank] = np.concatenate([f[2] for f in found])[take]
     I[rows, rank] = np.concatenate([f[1] for f in found]).astype(np.int64, copy=False)[take]
     _canonical(D, I)  # equal similarities by increasing id
     return D, I

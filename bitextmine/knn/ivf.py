@@ -10,8 +10,14 @@ indexes included, runs FAISS's own ``add`` and ``search``.
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import os
 import re
-from collections.abc import Callable
+import sys
+import tempfile
+import weakref
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import faiss
@@ -20,7 +26,7 @@ import numpy as np
 from ..errors import InputError
 from .bylist import _assign, _by_list, _ivf_of, _search_ivf_by_list, _Transformed
 from .gpu import _to_gpus, _warn_once
-from .policy import _auto_nprobe, _default_train_size, _ivf_query_rows
+from .policy import _auto_nprobe, _default_train_size, _ivf_query_rows, split_on_disk
 from .sources import BlockSource, _blocks, _sample_rows
 from .workers import _canonical, _Workers
 
@@ -35,9 +41,10 @@ def _one_line(err: BaseException) -> str:
 
 
 def _new_index(spec: str, d: int) -> faiss.Index:
-    """An empty index from a factory string (inner product). Scalar-quantised IVF stores vectors, not residuals."""
+    """An empty index from a factory string (inner product; a trailing ``,ondisk`` is :func:`_fill`'s).
+    Scalar-quantised IVF stores vectors, not residuals."""
     try:
-        index = faiss.index_factory(d, spec, faiss.METRIC_INNER_PRODUCT)
+        index = faiss.index_factory(d, split_on_disk(spec)[0], faiss.METRIC_INNER_PRODUCT)
     except (RuntimeError, ValueError, TypeError) as e:
         raise InputError(f"bad FAISS index {spec!r} for dimension {d}: {_one_line(e)}") from None
     ivf = _ivf_of(index)
@@ -92,7 +99,9 @@ def _fill(index: faiss.Index, spec: str, db: BlockSource, nprobe: int | None, gp
     if nprobe is not None and ivf is None:
         raise InputError(f"{{param}} does not apply to FAISS index {spec!r} (it has no inverted lists)", param="nprobe")
     on_gpu = False
-    if gpu:
+    if split_on_disk(spec)[1] and ivf is not None:
+        _lists_on_disk(index)
+    elif gpu:
         try:
             index = _to_gpus(index)
             on_gpu = True
@@ -102,7 +111,7 @@ def _fill(index: faiss.Index, spec: str, db: BlockSource, nprobe: int | None, gp
     # the IVF itself (no pre-transform) searched by list: fill with our own assignment
     direct = target is not None and target[1] is None
     ivf = target[0] if direct else None
-    with _Workers(None if direct else 1) as workers:
+    with _Workers(None if direct else 1) as workers, (_quiet_stdout() if split_on_disk(spec)[1] else contextlib.nullcontext()):
         for xb in _blocks(db, block_rows):
             if direct:  # assign on the worker threads, then store with the assignment given
                 lists = _assign(ivf.quantizer, xb, 1, workers).ravel()
@@ -116,6 +125,42 @@ def _fill(index: faiss.Index, spec: str, db: BlockSource, nprobe: int | None, gp
         except RuntimeError:
             raise InputError(f"{{param}} does not apply to FAISS index {spec!r} (it has no inverted lists)", param="nprobe") from None
     return index, on_gpu
+
+
+def _lists_on_disk(index: faiss.Index) -> None:
+    """Give ``index``'s IVF (empty) inverted lists in a memory-mapped file in the temporary folder,
+    removed when ``index`` is dropped. The lists are read as from memory (:mod:`.bylist`)."""
+    ivf = faiss.extract_index_ivf(index)
+    fd, path = tempfile.mkstemp(prefix="bitextmine-lists-", suffix=".ivfdata")
+    os.close(fd)
+    lists = faiss.OnDiskInvertedLists(ivf.nlist, ivf.code_size, path)
+    lists.this.disown()  # the index owns it from here
+    ivf.replace_invlists(lists, True)
+    weakref.finalize(index, _remove, path)
+
+
+@contextlib.contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    """File descriptor 1 sent to /dev/null: FAISS's on-disk lists print a line to stdout each time their
+    file grows, which would land in ``mine --out -``'s pairs."""
+    libc = ctypes.CDLL(None)
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 1)
+        yield
+    finally:
+        libc.fflush(None)
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
 
 
 def _search(index: Any, on_gpu: bool, qs: BlockSource, k: int, block_rows: int, progress: Callable[[int], None] | None) -> tuple[np.ndarray, np.ndarray]:

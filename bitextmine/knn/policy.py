@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 import os
 import re
+import shutil
+import tempfile
 
 from ..errors import InputError, MismatchError
 from .sources import BlockSource
@@ -31,6 +33,34 @@ AUTO_NPROBE_MIN, AUTO_NPROBE_MAX = 16, 256
 #: IVF_PROBES_PER_BLOCK / nprobe rows (bounds the (rows x nprobe) assignment arrays, ~24 bytes an entry).
 IVF_QUERY_BLOCKS = 4
 IVF_PROBES_PER_BLOCK = 1 << 24
+#: A factory string ending in this keeps its inverted lists (codes and ids) in a memory-mapped file in the
+#: temporary folder (``TMPDIR``) instead of memory: ``auto``'s last tier, or a user's ``"IVF65536,PQ64,ondisk"``.
+ON_DISK = ",ondisk"
+#: Disk an on-disk index may take, as a multiple of its codes and ids: each list's room grows by doubling.
+ON_DISK_ROOM = 2
+
+
+def split_on_disk(spec: str) -> tuple[str, bool]:
+    """``(factory string, whether its lists go on disk)``: ``"OPQ64,IVF4096,PQ64,ondisk"`` -> ``("OPQ64,IVF4096,PQ64", True)``."""
+    s = spec.strip()
+    if s.lower().endswith(ON_DISK):
+        return s[: -len(ON_DISK)].rstrip(), True
+    return s, False
+
+
+def check_disk(spec: str, n: int, dim: int, folder: str | None = None) -> None:
+    """Refuse, before any work, an on-disk index whose file may not fit the free space of ``folder``
+    (default: the temporary folder): up to :data:`ON_DISK_ROOM` times its codes and ids."""
+    bare, disk = split_on_disk(spec)
+    per = code_bytes(bare, dim)
+    if not disk or per is None:
+        return
+    folder = folder or tempfile.gettempdir()
+    need, free = ON_DISK_ROOM * n * per, shutil.disk_usage(folder).free
+    if need > free:
+        raise InputError(f"the on-disk index {bare} of {n:,} vectors may need {need / 2**30:.1f} GiB in {folder}, "
+                         f"which has {free / 2**30:.1f} GiB free: point TMPDIR at a larger disk, raise {{param}} "
+                         "or split the search over machines (--engine ray)", param="memory_budget")
 
 
 def _ivf_query_rows(block_rows: int, nprobe: int) -> int:
@@ -47,7 +77,7 @@ def default_memory_budget() -> int:
 
 def code_bytes(spec: str, dim: int) -> int | None:
     """Bytes an index built from ``spec`` keeps per vector (code + id; ``4·dim`` for flat), None when unknown."""
-    s = spec.strip()
+    s = split_on_disk(spec)[0]
     if s.lower() == "flat":
         return 4 * dim
     last = s.split(",")[-1].strip()
@@ -79,8 +109,11 @@ def auto_index(n: int, dim: int, *, memory_budget: int | None = None) -> tuple[s
       exact for embeddings stored as fp16, as bitextmine stores them), else ``IVF…,SQ8`` (dim bytes),
       else ``OPQm,IVF…,PQm`` (a rotation learned so that m-byte product codes lose least, as stopes
       and CCMatrix do at scale) with the largest m in :data:`PQ_SIZES` that divides dim and fits.
-    * when not even the smallest product codes fit, :class:`~bitextmine.errors.InputError` before
-      any work: raise the budget, or split the database over machines (``--engine ray``).
+    * when not even the smallest product codes fit: the largest product codes with their inverted
+      lists in a memory-mapped file in the temporary folder (``"OPQm,IVF…,PQm,ondisk"``,
+      :data:`ON_DISK`); the search reads each list once per query block (:mod:`.bylist`), so
+      the operating system streams the file rather than holding it. :func:`_resolve` refuses it
+      before any work when the folder has not the room (:func:`check_disk`).
 
     Returns ``(factory_string, {"nprobe": ..., "train_size": ...})`` (empty params for flat).
     Every value can be overridden through :func:`knn`'s ``index``, ``nprobe`` and ``train_size``.
@@ -97,10 +130,7 @@ def auto_index(n: int, dim: int, *, memory_budget: int | None = None) -> tuple[s
     for m in ms:
         if n * (m + ID_BYTES) <= budget:
             return f"OPQ{m},IVF{nlist},PQ{m}", params
-    need = n * (ms[-1] + ID_BYTES)
-    raise InputError(f"{n:,} vectors need at least {need / 2**30:.1f} GiB for the smallest index auto builds "
-                     f"(OPQ{ms[-1]},IVF{nlist},PQ{ms[-1]}), over the memory budget of {budget / 2**30:.1f} GiB: "
-                     "raise {param} or split the search over machines (--engine ray)", param="memory_budget")
+    return f"OPQ{ms[0]},IVF{nlist},PQ{ms[0]}{ON_DISK}", params
 
 
 def describe(spec: str, nprobe: int | None) -> str:
@@ -139,4 +169,5 @@ def _resolve(spec: str, nb: int, dim: int, nprobe: int | None, train_size: int |
         spec, params = auto_index(nb, dim, memory_budget=memory_budget)
         nprobe = params.get("nprobe") if nprobe is None else nprobe
         train_size = params.get("train_size") if train_size is None else train_size
+    check_disk(spec, nb, dim)
     return spec, nprobe, train_size

@@ -31,6 +31,13 @@ from typing import Any
 
 import numpy as np
 
+# torch's bf16 products go through oneDNN, which keeps a compiled primitive (with its buffers) for
+# each distinct shape, 1,024 by default; the by-list scan multiplies lists of ever-changing sizes, so
+# that cache grew the scan's resident memory without bound (200k x 200k: peak 3.5 GiB, 2.8 with 64). A few dozen cover the tiles' fixed shapes and an
+# encoder batch's. Read by oneDNN at its first use: an earlier use in the process, or the user's own
+# setting, wins.
+os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "64")
+
 #: "auto", "fp32" or "bf16" (the environment variable BITEXTMINE_KNN_PRECISION wins when set).
 PRECISION = "auto"
 #: candidates kept beyond k per row and column on the bf16 path, re-scored in float32.
