@@ -98,8 +98,8 @@ def _fill(index: faiss.Index, spec: str, db: BlockSource, nprobe: int | None, gp
         raise InputError(f"{{param}} must be at least 1, got {nprobe}", param="nprobe")
     if nprobe is not None and ivf is None:
         raise InputError(f"{{param}} does not apply to FAISS index {spec!r} (it has no inverted lists)", param="nprobe")
-    on_gpu = False
-    if split_on_disk(spec)[1] and ivf is not None:
+    on_gpu, disk = False, split_on_disk(spec)[1] and ivf is not None
+    if disk:
         _lists_on_disk(index)
     elif gpu:
         try:
@@ -111,7 +111,7 @@ def _fill(index: faiss.Index, spec: str, db: BlockSource, nprobe: int | None, gp
     # the IVF itself (no pre-transform) searched by list: fill with our own assignment
     direct = target is not None and target[1] is None
     ivf = target[0] if direct else None
-    with _Workers(None if direct else 1) as workers, (_quiet_stdout() if split_on_disk(spec)[1] else contextlib.nullcontext()):
+    with _Workers(None if direct else 1) as workers, (_quiet_stdout() if disk else contextlib.nullcontext()):
         for xb in _blocks(db, block_rows):
             if direct:  # assign on the worker threads, then store with the assignment given
                 lists = _assign(ivf.quantizer, xb, 1, workers).ravel()
@@ -157,10 +157,8 @@ def _quiet_stdout() -> Iterator[None]:
 
 
 def _remove(path: str) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.remove(path)
-    except OSError:
-        pass
 
 
 def _search(index: Any, on_gpu: bool, qs: BlockSource, k: int, block_rows: int, progress: Callable[[int], None] | None) -> tuple[np.ndarray, np.ndarray]:
