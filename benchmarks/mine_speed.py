@@ -9,7 +9,11 @@
   directions from one pass over X·Yᵀ (``bitextmine.knn.pairwise``).
 * ``exact_fp32``: the same with float32 tiles forced (``BITEXTMINE_KNN_PRECISION=fp32``), to
   compare with ``exact`` where that runs in bf16 (CPUs with AVX512-BF16 or AMX).
-* ``auto``: ``knn_pair(index="auto")`` + the same selection.
+* ``auto``: ``knn_pair(index="auto")`` + the same selection; when ``exact`` ran first, with the
+  threshold tuned on exact's pairs given to it (as ``mine --threshold`` / a model's saved threshold
+  would be), so the near-threshold pairs get exact neighbourhoods (``bitextmine.refine``; its time is
+  included); all candidates are kept (not cut at the threshold), for the recall figures.
+* ``auto_plain``: ``auto`` without a threshold (no refinement), as before ``bitextmine.refine``.
 
 Data (n x n, 384-d, float32 in memory):
 * ``structured``: ``benchmarks/mine.py``'s synthetic embeddings (shared mean direction, Zipf topic
@@ -100,19 +104,25 @@ def reference(x: np.ndarray, y: np.ndarray, k: int = K) -> tuple[np.ndarray, np.
     return np.array(out, dtype=np.int64).reshape(-1, 2), np.array(sc)
 
 
-def ours(x: np.ndarray, y: np.ndarray, index: str) -> tuple[np.ndarray, np.ndarray]:
+def ours(x: np.ndarray, y: np.ndarray, index: str, threshold: float | None = None, notes: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     from bitextmine.knn import knn_pair
     from bitextmine.margin import select
+    from bitextmine.mining import MineOptions, _refine
 
     fwd, bwd = knn_pair(x, y, K, index=index, use_gpu=False)
     cand = select(*fwd, *bwd, margin="ratio", strategy="max")
+    if threshold is not None:  # what mine does with a threshold, without the cut
+        cand = _refine(x, y, fwd, bwd, cand, MineOptions(index=index, threshold=threshold), {} if notes is None else notes)
     return np.stack([cand.src, cand.tgt], 1), np.asarray(cand.score)
 
 
-def run(method: str, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``reference``, ``exact`` (the machine's exact precision), ``exact_fp32`` (forced float32 tiles) or ``auto``."""
+def run(method: str, x: np.ndarray, y: np.ndarray, threshold: float | None = None, notes: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``reference``, ``exact`` (the machine's exact precision), ``exact_fp32`` (forced float32 tiles),
+    ``auto`` (refined near ``threshold`` when given) or ``auto_plain``."""
     if method == "reference":
         return reference(x, y)
+    if method == "auto":
+        return ours(x, y, "auto", threshold, notes)
     if method != "exact_fp32":
         return ours(x, y, "flat" if method == "exact" else "auto")
     before = os.environ.get("BITEXTMINE_KNN_PRECISION")
@@ -162,18 +172,23 @@ def abs_error(err: np.ndarray) -> dict[str, float]:
     return {"median": float(np.median(a)), "p95": float(np.percentile(a, 95)), "p99": float(np.percentile(a, 99)), "max": float(a.max())}
 
 
-def threshold_check(exact: dict, approx: dict, truth: set) -> dict:
+def tuned_threshold(exact: dict, truth: set) -> tuple[float, float]:
     """The threshold a user tunes with exact search (best F1 against the true pairs, as ``bench bucc``
-    does against gold), applied to both: how many selected pairs differ, as a share of exact's."""
+    does against gold) and that F1."""
     items = sorted(exact.items(), key=lambda kv: -kv[1])
     hits = np.cumsum([p in truth for p, _ in items])
     f1 = 2 * hits / (np.arange(1, len(items) + 1) + len(truth))
     best = int(np.argmax(f1))
-    thr = items[best][1]
+    return float(items[best][1]), float(f1[best])
+
+
+def threshold_check(exact: dict, approx: dict, truth: set) -> dict:
+    """:func:`tuned_threshold` applied to both: how many selected pairs differ, as a share of exact's."""
+    thr, f1_exact = tuned_threshold(exact, truth)
     e = {p for p, s in exact.items() if s >= thr}
     a = {p for p, s in approx.items() if s >= thr}
     diff = len(e ^ a)
-    return {"threshold": float(thr), "f1_exact": round(float(f1[best]), 5), "selected_exact": len(e), "selected_auto": len(a),
+    return {"threshold": float(thr), "f1_exact": round(f1_exact, 5), "selected_exact": len(e), "selected_auto": len(a),
             "only_exact": len(e - a), "only_auto": len(a - e), "differing_share": round(diff / max(len(e), 1), 6),
             "f1_auto": round(2 * len(a & truth) / (len(a) + len(truth)), 5), "within_0.5pct": diff <= 0.005 * len(e)}
 
@@ -206,7 +221,9 @@ def main() -> None:
         for method in args.methods:
             load0 = os.getloadavg()
             t = time.perf_counter()
-            pairs, scores = run(method, x, y)
+            thr = tuned_threshold(got["exact"], truth_set)[0] if method == "auto" and "exact" in got else None
+            notes: dict = {}
+            pairs, scores = run(method, x, y, thr, notes)
             sec = time.perf_counter() - t
             got[method] = as_dict(pairs, scores)
             gf = useful / sec / 1e9
@@ -216,6 +233,8 @@ def main() -> None:
                                      "fraction_of_bf16_peak": round(gf / pk["bf16_torch_gflops"], 3),
                                      "true_pairs_recovered": round(len(set(got[method]) & truth_set) / len(truth), 5),
                                      "load_before": [round(v, 2) for v in load0], "load_after": [round(v, 2) for v in os.getloadavg()]}
+            if "refined" in notes:
+                entry["runs"][method]["refined"] = notes["refined"]
             print(name, method, entry["runs"][method], flush=True)
         runs = entry["runs"]
         if "reference" in got:
@@ -228,13 +247,15 @@ def main() -> None:
                 entry[f"reference_vs_{ex}"] = {"identical_pairs": set(r) == set(e), "only_reference": len(set(r) - set(e)),
                                                "only_exact": len(set(e) - set(r)),
                                                "max_score_diff": float(max((abs(r[p] - e[p]) for p in common), default=0.0))}
-        if "exact" in got and "auto" in got:
-            e, a = got["exact"], got["auto"]
+        for am in ("auto", "auto_plain"):
+            if "exact" not in got or am not in got:
+                continue
+            e, a = got["exact"], got[am]
             common = set(e) & set(a)
             true_e = set(e) & truth_set
             err = np.array([(a[p] - e[p]) / e[p] for p in common])
             q = [0, 1, 5, 25, 50, 75, 95, 99, 100]
-            entry["auto_vs_exact"] = {"recall_of_exact_pairs": round(len(common) / max(len(e), 1), 5),
+            entry[f"{am}_vs_exact"] = {"recall_of_exact_pairs": round(len(common) / max(len(e), 1), 5),
                                       "recall_of_exact_true_pairs": round(len(true_e & set(a)) / max(len(true_e), 1), 5),
                                       "score_relative_error_percentiles": dict(zip(map(str, q), np.percentile(err, q).round(6).tolist())) if len(err) else {},
                                       "score_abs_relative_error": abs_error(err),

@@ -57,6 +57,7 @@ class MineOptions:
     use_gpu: bool | None = None  # None: FAISS GPUs when present
     filter: FilterOptions | None = None  # filter the selected pairs (bitextmine.filters) before they are returned / written
     engine: RayOptions | None = None  # None: search in this process; RayOptions: on a Ray cluster (bitextmine.ray_mine; stores only)
+    refine_band: float = 0.005  # approximate index + threshold: pairs scoring within this share above it get exact neighbourhoods (bitextmine.refine); 0: off
 
     def __post_init__(self) -> None:
         if self.filter is not None:
@@ -78,6 +79,8 @@ class MineOptions:
             raise InputError("{param} must be a number, not NaN", param="threshold")
         if self.top is not None and self.top < 0:
             raise InputError("{param} must be 0 or more", param="top")
+        if not 0 <= self.refine_band <= 0.5:
+            raise InputError("{param} must be between 0 and 0.5", param="refine_band")
 
 
 @dataclass
@@ -94,6 +97,7 @@ class MineResult:
     filter: FilterReport | None = None  # with MineOptions.filter: counts by rule (``pairs`` are the kept ones)
     mined: int | None = None  # with MineOptions.filter: pairs before filtering
     engine: dict | None = None  # with MineOptions.engine: where the search ran (workers, nodes) and the index of each direction
+    refined: dict | None = None  # approximate index with a threshold: the near-threshold pairs re-scored exactly (bitextmine.refine.Refined)
 
 
 class SubsetBlocks:
@@ -140,24 +144,44 @@ def plan_index(opts: MineOptions, src_rows: int, tgt_rows: int, dim: int) -> str
     return index_used(opts.index, x, y, dim, nprobe=opts.nprobe, memory_budget=opts.memory_budget, both=not one_way)
 
 
-def _search_and_select(xs: Any, ys: Any, opts: MineOptions, advance: Advance | None, engine: dict | None = None) -> Candidates:
+def _search_and_select(xs: Any, ys: Any, opts: MineOptions, advance: Advance | None, engine: dict | None = None,
+                       notes: dict | None = None) -> Candidates:
     """The one k-NN + margin + threshold path: both directions searched (one IVF training for the
-    two), candidates scored and selected, then cut at the threshold and to the top N.
+    two), candidates scored and selected (near-threshold pairs of an approximate index re-scored
+    exactly: ``notes["refined"]``), then cut at the threshold and to the top N.
     With ``opts.engine`` the searches run on Ray (``engine`` gets its record)."""
+    notes = {} if notes is None else notes
     if opts.engine is not None:
         from bitextmine.ray_mine import RaySearch
 
         with RaySearch(opts.engine) as rs:
-            cand = _select(xs, ys, opts, advance, rs.knn, rs.knn_pair)
+            cand = _select(xs, ys, opts, advance, rs.knn, rs.knn_pair, notes)
             if engine is not None:
                 engine.update(rs.engine)
             return cand
     from bitextmine.knn import knn, knn_pair  # FAISS is imported only when mining
 
-    return _select(xs, ys, opts, advance, knn, knn_pair)
+    return _select(xs, ys, opts, advance, knn, knn_pair, notes)
 
 
-def _select(xs: Any, ys: Any, opts: MineOptions, advance: Advance | None, knn: Any, knn_pair: Any) -> Candidates:
+def _refine(xs: Any, ys: Any, fwd: Any, bwd: Any, cand: Candidates, opts: MineOptions, notes: dict) -> Candidates:
+    """Exact neighbourhoods for the near-threshold pairs when the search was approximate (bitextmine.refine)."""
+    from bitextmine.knn import knn
+    from bitextmine.knn.pairwise import _take_rows
+    from bitextmine.knn.sources import _as_source
+    from bitextmine.refine import refine
+
+    xs, ys = _as_source(xs, "source"), _as_source(ys, "target")
+    if opts.threshold is None or not opts.refine_band or plan_index(opts, len(xs), len(ys), xs.dim).lower() == "flat":
+        return cand
+    cand, info = refine(xs, ys, fwd, bwd, cand, opts.threshold, margin=opts.margin, strategy=opts.strategy,
+                        band=opts.refine_band, take_rows=lambda s, r: _take_rows(s, r, opts.block_rows),
+                        exact_knn=lambda q, db, k: knn(q, db, k, index="flat", block_rows=opts.block_rows, use_gpu=opts.use_gpu))
+    notes["refined"] = info.as_dict()
+    return cand
+
+
+def _select(xs: Any, ys: Any, opts: MineOptions, advance: Advance | None, knn: Any, knn_pair: Any, notes: dict) -> Candidates:
 
     kw: dict[str, Any] = dict(index=opts.index, block_rows=opts.block_rows, nprobe=opts.nprobe, use_gpu=opts.use_gpu, progress=advance)
     if opts.memory_budget is not None:
@@ -171,6 +195,8 @@ def _select(xs: Any, ys: Any, opts: MineOptions, advance: Advance | None, knn: A
     else:
         fwd, bwd = knn_pair(xs, ys, opts.k, **kw)
     cand = select(fwd[0], fwd[1], bwd[0], bwd[1], margin=m, strategy=st)
+    if m is not Margin.ABSOLUTE:
+        cand = _refine(xs, ys, fwd, bwd, cand, opts, notes)
     if opts.threshold is not None:
         cand = cand.above(opts.threshold)
     return cand if opts.top is None else cand.head(opts.top)
@@ -212,12 +238,14 @@ def mine_stores(src: EmbeddingStore, tgt: EmbeddingStore, opts: MineOptions | No
         src_rows, tgt_rows = unique_rows(src), unique_rows(tgt)
         xs, ys = SubsetBlocks(src, src_rows), SubsetBlocks(tgt, tgt_rows)
     engine: dict = {}
+    notes: dict = {}
     with task(listener, "searching", len(src) + len(tgt), unit="queries") as advance:
-        cand = _search_and_select(xs, ys, opts, advance, engine)
+        cand = _search_and_select(xs, ys, opts, advance, engine, notes)
     if src_rows is not None:
         cand = Candidates(src_rows[cand.src], tgt_rows[cand.tgt], cand.score)
         index = plan_index(opts, len(xs), len(ys), src.dim)
-    res = MineResult(cand, len(xs), len(ys), time.perf_counter() - t0, index, src=src, tgt=tgt, engine=engine or None)
+    res = MineResult(cand, len(xs), len(ys), time.perf_counter() - t0, index, src=src, tgt=tgt, engine=engine or None,
+                     refined=notes.get("refined"))
     if opts.filter is not None:  # exact scores and texts (mine_files filters as it writes)
         from bitextmine.filters.mined import filter_candidates
 
@@ -342,6 +370,7 @@ def _write_report(path: str, res: MineResult, src: str, tgt: str, output: PairsO
            "rejects": None if rejects is None else str(rejects.path), "seconds": round(seconds, 3),
            "sentences": [res.src_count, res.tgt_count], "index": res.index,
            "engine": res.engine or {"name": "local"},
+           "refined": res.refined,
            "threshold": None if thr is None else {"value": thr.value, "from_model": thr.from_model, "note": thr.note},
            "mined": len(res.pairs) if res.mined is None else res.mined, "written": res.written,
            "filter": None if res.filter is None else res.filter.to_dict()}
