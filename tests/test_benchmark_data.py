@@ -29,3 +29,29 @@ def test_mine_benchmark_writes_embedding_folders_the_library_opens(bench_mine, t
     assert np.all(truth[:, 0] < 3000) and np.all(truth[:, 1] < 3000)
     again = bench_mine.write_folders(3000, tmp_path, 0.5, 0, shard_size=1000)  # reused, not rewritten
     np.testing.assert_array_equal(again[2], truth)
+
+
+def test_ablation_table_gives_each_variant_mean_and_sd_over_its_seeds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(BENCH))
+    sys.modules.pop("train_ablation", None)
+    abl = importlib.import_module("train_ablation")
+
+    def run(variant: str, seed: int, f1: float, tat: float) -> tuple[dict, dict]:
+        evals = [{"kind": "eval", "step": 0, "mining_f1": 0.90, "flores_p@1": 0.97},
+                 {"kind": "eval", "step": 50, "mining_f1": f1, "flores_p@1": 0.99, "best_step": 50}]
+        v = {"variant": variant, "seed": seed, "command": "x", "best": {"step": 50, "score": f1, "set": "mining"},
+             "dev_evals": evals, "median_steps_per_s": 1.0}
+        r = {"tatoeba_command": "t", "bucc_command": "b", "bucc": {"f1": 0.9, "precision": 0.9, "recall": 0.9},
+             "tatoeba": {"mean_both": tat, "xx2eng": tat, "eng2xx": tat, "langs": {"deu": (tat, tat)}}}
+        return v, r
+
+    rec = {"benchmark": "train_ablation", "steps": 50, "seeds": [0, 1], "config": "c", "started": "now", "command": "cmd",
+           "machine": {"cores": 2, "cpu_model": "cpu"}, "variants": {}, "results": {}}
+    _, rec["results"]["base"] = run("base", 0, 0.9, 0.80)
+    for name, (variant, seed, f1, tat) in {"tr-s0": ("tr", 0, 0.94, 0.88), "tr-s1": ("tr", 1, 0.96, 0.90),
+                                            "dap-s0": ("dap", 0, 0.95, 0.89), "dap-s1": ("dap", 1, 0.95, 0.89)}.items():
+        rec["variants"][name], rec["results"][name] = run(variant, seed, f1, tat)
+    md = abl.markdown(rec)
+    assert "| tr | 2 | 99.00 ± 0.00 | 95.00 ± 1.41 | 89.00 ± 1.41 | 90.00 ± 0.00 |" in md  # sd of 0.94, 0.96
+    assert "| dap | 2 | 99.00 ± 0.00 | 95.00 ± 0.00 | 89.00 ± 0.00 |" in md
+    assert "| base (step 0 of each run) | 4 | 97.00 ± 0.00 | 90.00 ± 0.00 | 80.00 | 90.00 |" in md
