@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -44,7 +45,8 @@ def bench(kind: str, model: str, out: Path, data_root: Path) -> tuple[list[str],
         cmd = [exe, "bench", "bucc", "--data", str(data_root / "bucc2018"), "--pairs", "zh-en", "--model", model, "--json", str(out)]
     if not out.is_file():
         subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-    return cmd, json.loads(out.read_text())
+    shown = ["bitextmine", *(os.path.relpath(c, ROOT) if c.startswith("/") else c for c in cmd[1:])]  # as a user types it
+    return shown, json.loads(out.read_text())
 
 
 def summarize_tatoeba(d: dict) -> dict:
