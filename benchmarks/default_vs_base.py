@@ -13,6 +13,11 @@ Prints (and writes to benchmarks/results/NAME.md and .json) the averages, the pe
 the guard of issue 11: no Tatoeba language may lose more than 1 point against the base (checked on
 languages with at least --min-pairs pairs, where one point is at least that many sentences' worth of
 noise), and the mean over the languages outside training must not drop.
+
+With ``--train-langs DIR`` (the folder of ``<xx>-en.tsv`` files the model was trained on, e.g. the output of
+``train/prepare_gettext.py``), all Tatoeba languages of both files are split again into those trained on
+and those outside training; a Tatoeba code counts as trained when it names the same language (ISO 639-3
+code or macrolanguage, as ``bitextmine.filters.langs`` resolves it) as one of the training files.
 """
 from __future__ import annotations
 
@@ -38,6 +43,28 @@ def bucc(path: str) -> dict:
     return {k: t[k] for k in ("precision", "recall", "f1", "threshold") if k in t}
 
 
+#: ISO 639-1 codes of training files that the language identifier's table lacks, as ISO 639-3 (Tatoeba's codes)
+ISO1_MISSING = {"co": "cos", "gn": "grn", "ia": "ina", "ie": "ile", "ks": "kas"}
+
+
+def _group(code: str) -> str:
+    """A language code's ISO 639-3 macrolanguage or code; the code itself where the language table lacks it."""
+    from bitextmine.errors import InputError
+    from bitextmine.filters.langs import parse_language
+
+    base = code.split("_")[0].lower()
+    base = ISO1_MISSING.get(base, base)
+    try:
+        return parse_language(base).group
+    except InputError:
+        return base
+
+
+def trained_groups(folder: str) -> set[str]:
+    """Language groups of the ``<xx>-en.tsv`` training files in ``folder`` (script suffixes ignored)."""
+    return {_group(p.name[: -len("-en.tsv")]) for p in Path(folder).glob("*-en.tsv")}
+
+
 def compare(base: dict[str, dict], new: dict[str, dict], title: str, min_pairs: int) -> tuple[list[str], dict]:
     langs = sorted(set(base) & set(new))
     rows = [(lang, base[lang]["pairs"], base[lang]["mean"], new[lang]["mean"]) for lang in langs]
@@ -57,6 +84,7 @@ def main() -> None:
     ap.add_argument("--tatoeba36", nargs=2, metavar=("BASE", "NEW"))
     ap.add_argument("--rest", nargs=2, metavar=("BASE", "NEW"))
     ap.add_argument("--bucc", nargs=2, metavar=("BASE", "NEW"))
+    ap.add_argument("--train-langs", metavar="DIR", help="split Tatoeba by the languages of DIR/<xx>-en.tsv instead of dap36/rest")
     ap.add_argument("--min-pairs", type=int, default=300)
     ap.add_argument("--name", default="default-vs-base")
     args = ap.parse_args()
@@ -68,10 +96,23 @@ def main() -> None:
                 for name, r in (("base", b), ("default", n))]
         out.append("")
         result["bucc"] = {"base": b, "default": n}
-    for key, title in (("tatoeba36", "Tatoeba, the 36 training languages"), ("rest", "Tatoeba, the languages outside training")):
-        pair = getattr(args, key)
+    files = {key: getattr(args, key) for key in ("tatoeba36", "rest")}
+    titles = {"tatoeba36": "Tatoeba, the 36 training languages", "rest": "Tatoeba, the languages outside training"}
+    if args.train_langs:
+        if not (args.tatoeba36 and args.rest):
+            ap.error("--train-langs needs both --tatoeba36 and --rest")
+        groups = trained_groups(args.train_langs)
+        if not groups:
+            ap.error(f"--train-langs: no <xx>-en.tsv files in {args.train_langs}")
+        both = [{**tatoeba(args.tatoeba36[i]), **tatoeba(args.rest[i])} for i in (0, 1)]
+        split = {"trained": {x for x in both[0] if _group(x) in groups}}
+        split["outside"] = set(both[0]) - split["trained"]
+        files = {key: [{x: v for x, v in d.items() if x in split[key]} for d in both] for key in split}
+        titles = {"trained": f"Tatoeba, languages trained on ({args.train_langs})", "outside": "Tatoeba, the languages outside training"}
+    for key, title in titles.items():
+        pair = files[key]
         if pair:
-            lines, summary = compare(tatoeba(pair[0]), tatoeba(pair[1]), title, args.min_pairs)
+            lines, summary = compare(*(tatoeba(p) if isinstance(p, str) else p for p in pair), title, args.min_pairs)
             out += lines
             result[key] = summary
             lost = summary["lost_more_than_1_point"]

@@ -55,3 +55,17 @@ def test_ablation_table_gives_each_variant_mean_and_sd_over_its_seeds(monkeypatc
     assert "| tr | 2 | 99.00 ± 0.00 | 95.00 ± 1.41 | 89.00 ± 1.41 | 90.00 ± 0.00 |" in md  # sd of 0.94, 0.96
     assert "| dap | 2 | 99.00 ± 0.00 | 95.00 ± 0.00 | 89.00 ± 0.00 |" in md
     assert "| base (step 0 of each run) | 4 | 97.00 ± 0.00 | 90.00 ± 0.00 | 80.00 | 90.00 |" in md
+
+
+def test_default_vs_base_splits_tatoeba_by_the_training_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Training files named by gettext codes (2-letter, script-suffixed, 3-letter) claim Tatoeba's 3-letter codes,
+    macrolanguages included (zh -> cmn), and nothing else."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    sys.modules.pop("default_vs_base", None)
+    dvb = importlib.import_module("default_vs_base")
+    for code in ("de", "zh_Hant", "ia", "ast", "sr_Latn"):
+        (tmp_path / f"{code}-en.tsv").write_text("x\ty\n")
+    (tmp_path / "notes.txt").write_text("")
+    groups = dvb.trained_groups(str(tmp_path))
+    assert {x for x in ("deu", "cmn", "ina", "ast", "srp", "fra", "ile", "yid") if dvb._group(x) in groups} == {
+        "deu", "cmn", "ina", "ast", "srp"}
