@@ -34,6 +34,9 @@ VARIANTS = {
     "tr": ["objective.rtl_weight=0"],
     "dap": ["objective.rtl_weight=0.1"],  # as the released code
     "dap-w1": ["objective.rtl_weight=1.0"],  # the paper's equation
+    # levers of issue 11, each against "tr"
+    "tr-both": ["objective.rtl_weight=0", "objective.direction='both'"],  # en queries over xx candidates too
+    "tr-b64": ["objective.rtl_weight=0", "optim.batch_size=64"],  # twice the in-batch (and hard) negatives
 }
 
 
