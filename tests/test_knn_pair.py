@@ -144,15 +144,16 @@ def test_one_and_two_threads_give_identical_bits(index, threads) -> None:
 
 
 def test_precision_choice(monkeypatch) -> None:
-    """fp32 without bf16 matrix units; an environment setting forces either; auto measures once."""
+    """fp32 without bf16 matrix units, bf16 with them, from the flags alone (no timing: a choice measured
+    under load could flip a run's output bytes); an environment setting forces either."""
     monkeypatch.delenv("BITEXTMINE_KNN_PRECISION", raising=False)
     monkeypatch.setattr(tiles, "_chosen", {})
     monkeypatch.setattr(tiles, "cpu_flags", lambda: {"avx2", "fma"})
     assert tiles.precision() == "fp32"
-    monkeypatch.setattr(tiles, "_chosen", {})
-    monkeypatch.setattr(tiles, "cpu_flags", lambda: {"avx2", "amx_bf16"})
-    monkeypatch.setattr(tiles, "_measure", lambda: "bf16")
-    assert tiles.precision() == "bf16"
+    for flag in ("amx_bf16", "avx512_bf16"):
+        monkeypatch.setattr(tiles, "_chosen", {})
+        monkeypatch.setattr(tiles, "cpu_flags", lambda: {"avx2", flag})
+        assert tiles.precision() == "bf16"
     monkeypatch.setenv("BITEXTMINE_KNN_PRECISION", "fp32")
     assert tiles.precision() == "fp32"
 

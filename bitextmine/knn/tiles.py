@@ -15,18 +15,20 @@ Precision (:func:`precision`): ``"fp32"`` computes tiles with numpy's BLAS (floa
 ``"bf16"`` computes them with torch in bfloat16 (oneDNN runs this on AMX / AVX512-BF16 units, about
 twice the fp32 rate on AVX512-BF16, several times on AMX) and keeps ``BF16_EXTRA`` more candidates a
 row and a column; the candidates that may reach the top-k are re-scored exactly in float32
-(:func:`rescore`, bounded by :func:`bf16_slack`), so the neighbours and similarities are those of
-fp32 search. An entry left out of the candidates could beat the final k-th neighbour only if its
+(:func:`rescore`, bounded by :func:`bf16_slack`), so the neighbours are those of fp32 search and the
+similarities agree with it to float32 rounding (the re-score sums in another order: a margin score can
+differ in its sixth decimal). An entry left out of the candidates could beat the final k-th neighbour only if its
 bf16 score were within the rounding bound of it; such rows and columns are recomputed in float32 at
 the end of the search (``pairwise.exact_search``).
-``"auto"`` picks bf16 where the CPU has bf16 matrix units and a short measurement confirms it is
-faster (so not on AVX2-only machines, where bf16 is emulated and slower than fp32); the choice
-can be forced with the environment variable ``BITEXTMINE_KNN_PRECISION`` or :data:`PRECISION`.
+``"auto"`` picks bf16 where the CPU has bf16 matrix units (AVX512-BF16 or AMX: 1.7x and ~5x the
+fp32 rate) and fp32 elsewhere (on AVX2-only machines bf16 is emulated and slower), from the CPU
+flags alone: the two paths can differ in the last float32 bits of a score, and a choice timed at
+run time could flip under load and give one machine two different outputs for the same input. The
+choice can be forced with the environment variable ``BITEXTMINE_KNN_PRECISION`` or :data:`PRECISION`.
 """
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
 import numpy as np
@@ -61,40 +63,21 @@ def cpu_flags() -> set[str]:
 
 
 def precision() -> str:
-    """The precision of exact tiles on this machine: "fp32" or "bf16" (measured once a process)."""
+    """The precision of exact tiles on this machine: "fp32" or "bf16" (from the CPU flags, the same in every process)."""
     want = os.environ.get("BITEXTMINE_KNN_PRECISION", PRECISION).strip().lower()
     if want in ("fp32", "bf16"):
         return want
     if "auto" not in _chosen:
-        _chosen["auto"] = _measure() if set(BF16_FLAGS) & cpu_flags() else "fp32"
+        _chosen["auto"] = "bf16" if set(BF16_FLAGS) & cpu_flags() and _has_torch() else "fp32"
     return _chosen["auto"]
 
 
-def _measure() -> str:
-    """bf16 if a torch bf16 product runs at least 1.5x numpy's fp32 one (one thread, best of 3)."""
+def _has_torch() -> bool:
     try:
-        import torch
+        import torch  # noqa: F401
     except ImportError:
-        return "fp32"
-    from .workers import _single_blas
-
-    rng = np.random.default_rng(0)
-    a, b = rng.standard_normal((1024, 384), dtype=np.float32), rng.standard_normal((2048, 384), dtype=np.float32)
-    ta, tb = torch.from_numpy(a).bfloat16(), torch.from_numpy(b).bfloat16()
-
-    def best(f) -> float:
-        f()
-        times = []
-        for _ in range(3):
-            t = time.perf_counter()
-            f()
-            times.append(time.perf_counter() - t)
-        return min(times)
-
-    with _single_blas():
-        fp32 = best(lambda: a @ b.T)
-        bf16 = best(lambda: torch.mm(ta, tb.T))
-    return "bf16" if bf16 * 1.5 <= fp32 else "fp32"
+        return False
+    return True
 
 
 def product(xa: np.ndarray, ya: np.ndarray, xt: Any = None, yt: Any = None, xoff: Any = None, yoff: Any = None) -> np.ndarray:
