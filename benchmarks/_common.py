@@ -111,3 +111,28 @@ def write_result(name: str, result: dict[str, Any]) -> Path:
     result = {**result, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "load_average_at_end": list(os.getloadavg())}
     path.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
     return path
+
+
+def matmul_peaks(threads: int, dim: int = 384) -> dict[str, float]:
+    """GFLOP/s of a (4096 x 384) x (384 x 8192) product: numpy fp32 (all threads), torch bf16 and fp32."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(threads)
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((4096, dim), dtype=np.float32), rng.standard_normal((8192, dim), dtype=np.float32)
+    flops = 2 * 4096 * 8192 * dim
+
+    def best(f, reps: int = 3) -> float:
+        f()
+        ts = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            f()
+            ts.append(time.perf_counter() - t)
+        return round(flops / min(ts) / 1e9, 1)
+
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    ha, hb = ta.bfloat16(), tb.bfloat16()
+    return {"fp32_numpy_gflops": best(lambda: a @ b.T), "fp32_torch_gflops": best(lambda: torch.mm(ta, tb.T)),
+            "bf16_torch_gflops": best(lambda: torch.mm(ha, hb.T), reps=2)}

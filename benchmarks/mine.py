@@ -10,8 +10,10 @@ per-sentence meaning, a per-language offset and per-side noise. Half the sentenc
 (``--paired``) are translations of each other (same meaning, independent noise: cosine about
 0.85), hidden at random target positions; the rest are unrelated sentences.
 
-Each method then runs in a fresh process, which reports its wall time and peak RSS (VmHWM:
-anonymous and file-backed pages, so memory-mapped shard pages count):
+Each method then runs in a fresh process, which reports its wall time, peak RSS (VmHWM:
+anonymous and file-backed pages, so memory-mapped shard pages count) and peak anonymous memory
+(RssAnon sampled every 0.2 s: without the shards' file pages). This machine's matrix-multiply peaks
+(numpy fp32, torch bf16) are measured at the start of the run and at the end:
 
 * ``exact``: ``mine_stores`` with ``index="flat"`` (blocked exact search) — skipped above
   ``--exact-max`` (its time grows as N^2; estimated from the largest exact run instead);
@@ -45,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import header, peak_rss_mib, write_result  # noqa: E402
+from _common import header, matmul_peaks, peak_rss_mib, write_result  # noqa: E402
 
 DIM = 384
 FINGERPRINT = "synthetic-384"
@@ -162,6 +164,7 @@ def child(method: str, src: str, tgt: str, out: str, threads: int, block_rows: i
     from bitextmine.mining import MineOptions, mine_stores
     from bitextmine.store import EmbeddingStore
 
+    anon = _AnonPeak()
     t0 = time.perf_counter()
     xs, ys = EmbeddingStore(src), EmbeddingStore(tgt)
     opened = time.perf_counter() - t0
@@ -184,7 +187,34 @@ def child(method: str, src: str, tgt: str, out: str, threads: int, block_rows: i
     np.save(out, pairs)
     print(json.dumps({"method": method, "seconds": round(seconds, 1), "open_seconds": round(opened, 1),
                       "peak_rss_mib": round(peak_rss_mib(), 1), "peak_rss_after_open_mib": round(rss_open, 1),
-                      "pairs": int(len(pairs)), **info}))
+                      "peak_anon_mib": anon.stop(), "pairs": int(len(pairs)), **info}))
+
+
+class _AnonPeak:
+    """Largest RssAnon (memory the process owns, without the stores' file pages) sampled every 0.2 s
+    on a thread; None off Linux."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peak, self.done = 0, threading.Event()
+        self.ok = Path("/proc/self/status").is_file()
+        if self.ok:
+            threading.Thread(target=self._run, daemon=True).start()
+
+    def _read(self) -> int:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1])
+        return 0
+
+    def _run(self) -> None:
+        while not self.done.wait(0.2):
+            self.peak = max(self.peak, self._read())
+
+    def stop(self) -> float | None:
+        self.done.set()
+        return round(max(self.peak, self._read()) / 1024, 1) if self.ok else None
 
 
 def baseline(xs, ys, k: int) -> np.ndarray:
@@ -296,6 +326,7 @@ def main() -> None:
 
     result = {**header(), "benchmark": "mine", "dim": DIM, "paired_fraction": args.paired, "k": 4, "margin": "ratio",
               "strategy": "max", "threshold": None, "threads": args.threads, "block_rows": args.block_rows, "sizes": []}
+    result["matmul_peak_at_start"] = matmul_peaks(args.threads, DIM)
     args.work.mkdir(parents=True, exist_ok=True)
     for n in args.sizes:
         t = time.perf_counter()
@@ -337,6 +368,7 @@ def main() -> None:
             print(f"N={n} sampled exact check: {check}", flush=True)
         result["sizes"].append(entry)
         write_result(args.name, result)
+    result["matmul_peak_at_end"] = matmul_peaks(args.threads, DIM)
     exact_runs = [(e["n"], e["runs"]["exact"]["seconds"]) for e in result["sizes"] if "seconds" in e["runs"].get("exact", {})]
     if exact_runs:
         n0, s0 = max(exact_runs)

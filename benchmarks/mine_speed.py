@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import header, write_result
+from _common import header, matmul_peaks, write_result
 from mine import synthetic
 
 DIM, K = 384, 4
@@ -136,30 +136,6 @@ def run(method: str, x: np.ndarray, y: np.ndarray, threshold: float | None = Non
             os.environ["BITEXTMINE_KNN_PRECISION"] = before
 
 
-def peaks(threads: int) -> dict[str, float]:
-    """GFLOP/s of a (4096 x 384) x (384 x 8192) product: numpy fp32 (all threads), torch bf16 and fp32."""
-    import torch
-
-    torch.set_num_threads(threads)
-    rng = np.random.default_rng(0)
-    a, b = rng.standard_normal((4096, DIM), dtype=np.float32), rng.standard_normal((8192, DIM), dtype=np.float32)
-    flops = 2 * 4096 * 8192 * DIM
-
-    def best(f, reps: int = 3) -> float:
-        f()
-        ts = []
-        for _ in range(reps):
-            t = time.perf_counter()
-            f()
-            ts.append(time.perf_counter() - t)
-        return round(flops / min(ts) / 1e9, 1)
-
-    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-    ha, hb = ta.bfloat16(), tb.bfloat16()
-    return {"fp32_numpy_gflops": best(lambda: a @ b.T), "fp32_torch_gflops": best(lambda: torch.mm(ta, tb.T)),
-            "bf16_torch_gflops": best(lambda: torch.mm(ha, hb.T), reps=2)}
-
-
 def as_dict(pairs: np.ndarray, scores: np.ndarray) -> dict[tuple[int, int], float]:
     return dict(zip(map(tuple, pairs.tolist()), scores.tolist()))
 
@@ -210,7 +186,7 @@ def main() -> None:
     faiss.omp_set_num_threads(args.threads)
     result = {**header(), "benchmark": "mine_speed", "n": args.n, "dim": DIM, "k": K, "margin": "ratio", "strategy": "max",
               "threads": args.threads, "exact_precision": precision(), "auto_index": auto_index(args.n, DIM), "data": {}}
-    result["matmul_peak_at_start"] = peaks(args.threads)
+    result["matmul_peak_at_start"] = matmul_peaks(args.threads, DIM)
     print("peaks", result["matmul_peak_at_start"], flush=True)
     useful = 4 * args.n * args.n * DIM
     for name in args.data:
@@ -265,7 +241,7 @@ def main() -> None:
         print(name, {k: v for k, v in entry.items() if k != "runs"}, flush=True)
         write_result(args.name, result)
         del x, y
-    result["matmul_peak_at_end"] = peaks(args.threads)
+    result["matmul_peak_at_end"] = matmul_peaks(args.threads, DIM)
     print("written", write_result(args.name, result))
 
 

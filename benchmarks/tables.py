@@ -77,22 +77,29 @@ def encode_memory(r: dict) -> str:
 def mine(r: dict) -> str:
     out = [machine_line(r), "",
            f"{r['dim']}-dim structured synthetic embeddings, {r['paired_fraction']:.0%} of each side translated; k={r['k']}, {r['margin']} margin, {r['strategy']} strategy, no threshold; "
-           f"{r['threads']} threads, block_rows {r['block_rows']}.", "",
-           "| N × N | method | index | seconds | peak RSS (MiB) | true pairs recovered | recovery of exact's true pairs |", "|---:|---|---|---:|---:|---:|---:|"]
+           f"{r['threads']} threads, block_rows {r['block_rows']}.", ""]
+    if r.get("matmul_peak_at_start"):
+        a, b = r["matmul_peak_at_start"], r.get("matmul_peak_at_end") or {}
+        out += [f"Matrix-multiply peaks in the same run ((4096 × 384) × (384 × 8192), all threads), start / end: numpy fp32 "
+                f"{a['fp32_numpy_gflops']} / {b.get('fp32_numpy_gflops', '—')} GFLOP/s, torch bf16 {a['bf16_torch_gflops']} / "
+                f"{b.get('bf16_torch_gflops', '—')} GFLOP/s.", ""]
+    out += ["| N × N | method | index | seconds | peak RSS (MiB) | peak anonymous (MiB) | true pairs recovered | recovery of exact's true pairs |",
+            "|---:|---|---|---:|---:|---:|---:|---:|"]
     for e in r["sizes"]:
         for method, v in e["runs"].items():
             if "skipped" in v:
                 est = r.get("exact_time_estimates", {}).get(str(e["n"]))
-                out.append(f"| {e['n']:,} | {method} | | skipped{f' (≈ {est:,.0f} s estimated)' if est and method == 'exact' else ''} | | | |")
+                out.append(f"| {e['n']:,} | {method} | | skipped{f' (≈ {est:,.0f} s estimated)' if est and method == 'exact' else ''} | | | | |")
                 continue
             idx = v.get("index", {})
             spec = {"exact": "flat (blocked exact)", "baseline": "FAISS IndexFlatIP + numpy"}.get(method, f"{idx.get('spec')}" + (f", nprobe {idx['nprobe']}" if idx.get("nprobe") else ""))
+            anon = f"{v['peak_anon_mib']:.0f}" if v.get("peak_anon_mib") is not None else "—"
             rec = v.get("recovery_vs_exact")
             if rec is None and e.get("sampled_exact_check"):
                 rec_s = f"{e['sampled_exact_check']['auto_recovery_vs_exact_estimate']:.4f} (sampled estimate)" if method == "auto" else ""
             else:
                 rec_s = f"{rec:.4f}" if rec is not None else ""
-            out.append(f"| {e['n']:,} | {method} | {spec} | {v['seconds']:.1f} | {v['peak_rss_mib']:.0f} | {v['true_pairs_recovered']:.4f} | {rec_s} |")
+            out.append(f"| {e['n']:,} | {method} | {spec} | {v['seconds']:.1f} | {v['peak_rss_mib']:.0f} | {anon} | {v['true_pairs_recovered']:.4f} | {rec_s} |")
     checks = [(e["n"], e["sampled_exact_check"]) for e in r["sizes"] if e.get("sampled_exact_check")]
     if checks:
         out += ["", "Sampled exact check (exact search's choice for sampled true pairs, computed locally):", "",
@@ -111,7 +118,7 @@ def mine_nprobe(r: dict) -> str:
 
 
 TABLES = (("encode-speed", encode_speed), ("encode-speed-check", encode_speed), ("encode-speed-compile", encode_speed), ("encode-gpu", encode_gpu), ("encode-accuracy", encode_accuracy),
-          ("encode-memory", encode_memory), ("mine", mine), ("mine-gpu-host", mine), ("mine-nprobe", mine_nprobe))
+          ("encode-memory", encode_memory), ("mine", mine), ("mine-gpu-host", mine), ("mine-1m-14j", mine), ("mine-nprobe", mine_nprobe))
 
 
 def write_readme() -> None:

@@ -14,8 +14,11 @@ or corrupted shards and an interrupted encode resumes at the first missing shard
 """
 from __future__ import annotations
 
+import ctypes
 import json
+import mmap
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -204,6 +207,23 @@ class _Chunk:
     batch: pa.RecordBatch
 
 
+_MADV_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
+_libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") and _MADV_DONTNEED is not None else None
+
+
+def _release(view: np.ndarray) -> None:
+    """Drop the pages under ``view`` (a read-only view into a shard's memory map) from this process
+    (``madvise(MADV_DONTNEED)``): they stay in the page cache and a later read maps them again, but a
+    search that streams two 1M-row folders no longer counts ~1.5 GiB of file pages as its resident
+    memory. Linux only; elsewhere, and on any error, nothing happens."""
+    if _libc is None or not view.size:
+        return
+    page = mmap.PAGESIZE
+    start = view.ctypes.data // page * page
+    end = view.ctypes.data + view.nbytes
+    _libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), ctypes.c_int(_MADV_DONTNEED))
+
+
 class EmbeddingStore:
     """Read side of an embedding folder: memory-mapped, zero-copy, row-addressable.
 
@@ -272,10 +292,13 @@ class EmbeddingStore:
         return bool(self.manifest.get("id_column"))
 
     def iter_blocks(self, rows: int) -> Iterator[np.ndarray]:
-        """Consecutive float32 blocks of at most ``rows`` rows, converted from fp16 one block at a time."""
+        """Consecutive float32 blocks of at most ``rows`` rows, converted from fp16 one block at a time.
+        A chunk's pages leave the process once it has been read (:func:`_release`): a pass over the
+        folder holds one chunk, not the whole memory map, in resident memory."""
         for c in self._chunks:
             for s in range(0, len(c.emb), rows):
                 yield np.ascontiguousarray(c.emb[s : s + rows], dtype=np.float32)
+            _release(c.emb)
 
     def embeddings(self, indices: np.ndarray) -> np.ndarray:
         """float32 rows at the given global indices."""

@@ -21,11 +21,19 @@ def test_auto_index_rule() -> None:
     assert auto_index(1_000, 1024, **b) == ("flat", {})
     assert auto_index(99_999, 1024, **b) == ("flat", {})
     assert auto_index(100_000, 1024, **b) == ("IVF1024,SQfp16", {"nprobe": 64, "train_size": 32_768})
-    assert auto_index(1_000_000, 384, **b) == ("IVF4096,SQfp16", {"nprobe": 256, "train_size": 131_072})
-    assert auto_index(1_000_000, 1024, **b) == ("IVF4096,SQfp16", {"nprobe": 256, "train_size": 131_072})
+    assert auto_index(1_000_000, 384, **b) == ("IVF4096,SQfp16", {"nprobe": 64, "train_size": 131_072})
+    assert auto_index(1_000_000, 1024, **b) == ("IVF4096,SQfp16", {"nprobe": 64, "train_size": 131_072})
+    assert auto_index(3_000_000, 384, **b)[1]["nprobe"] == 128  # 8,192 lists: 1/64 of them
     assert auto_index(10_000_000, 384, **b) == ("IVF16384,SQ8", {"nprobe": 256, "train_size": 524_288})
     assert auto_index(100_000_000, 1024, **b) == ("OPQ32,IVF32768,PQ32", {"nprobe": 256, "train_size": 1_048_576})
     assert auto_index(1_000_000, 768, memory_budget=2**24)[0] == "OPQ8,IVF4096,PQ8"
+
+
+def test_auto_nprobe_by_number_of_lists() -> None:
+    from bitextmine.knn.policy import _auto_nprobe
+
+    got = {nlist: _auto_nprobe(nlist) for nlist in (8, 64, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536)}
+    assert got == {8: 8, 64: 16, 256: 16, 512: 32, 1024: 64, 2048: 64, 4096: 64, 8192: 128, 16384: 256, 65536: 256}
 
 
 def test_the_tiers_follow_the_memory_budget() -> None:
@@ -110,8 +118,8 @@ def test_the_default_budget_is_a_quarter_of_memory() -> None:
 def test_index_used_reports_what_the_search_resolves() -> None:
     b = 4 * GiB
     assert index_used("auto", 1_000, 2_000, 384, memory_budget=b) == "flat"
-    assert index_used("auto", 1_000_000, 1_000_000, 384, memory_budget=b) == "IVF4096,SQfp16 (nprobe 256)"
-    assert index_used("auto", 50_000, 1_000_000, 384, memory_budget=b) == "IVF4096,SQfp16 (nprobe 256) / flat"
+    assert index_used("auto", 1_000_000, 1_000_000, 384, memory_budget=b) == "IVF4096,SQfp16 (nprobe 64)"
+    assert index_used("auto", 50_000, 1_000_000, 384, memory_budget=b) == "IVF4096,SQfp16 (nprobe 64) / flat"
     assert index_used("IVF64,Flat", 10, 10, 8) == "IVF64,Flat (nprobe 16)"
     assert index_used("IVF64,Flat", 10, 10, 8, nprobe=4) == "IVF64,Flat (nprobe 4)"
     assert index_used("HNSW16", 10, 10, 8) == "HNSW16"

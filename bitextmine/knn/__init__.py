@@ -81,7 +81,7 @@ class SearchOptions:
     index: ``"flat"`` (exact, blocked), ``"auto"`` (see :func:`auto_index`) or a FAISS factory string.
     block_rows: rows per query / database block (memory ~ 2 * block_rows * dim * 4 bytes on the flat
         path; the by-list IVF path reads ``4 * block_rows`` query rows at a time).
-    nprobe: IVF lists probed (default: the auto rule's, ``clamp(nlist / 16, 16, 256)``); InputError if the index has none.
+    nprobe: IVF lists probed (default: the auto rule's, :func:`.policy._auto_nprobe`: 64 from 1,024 to 4,096 lists); InputError if the index has none.
     train_size: training sample size (auto: ``min(nb, 32 * nlist)``; other factory strings
         ``min(nb, max(50_000, 39 * nlist))``); ``seed`` draws it.
     use_gpu: None = all GPUs FAISS sees, if any; False = CPU; True = GPUs (CPU with a

@@ -26,13 +26,21 @@ AUTO_MEMORY_BUDGET = 4 * 2**30
 ID_BYTES = 8
 #: Product-quantiser sizes (bytes a vector) ``auto`` tries, largest first; each must divide the dimension.
 PQ_SIZES = (64, 48, 32, 16, 8)
-#: IVF lists probed by ``auto``, as a fraction of the lists, within the bounds below.
+#: IVF lists probed by ``auto``: this fraction of the lists up to AUTO_NPROBE_FLOOR of them, then
+#: AUTO_NPROBE_FLOOR or AUTO_NPROBE_LARGE of the lists, whichever is more, within the bounds below
+#: (:func:`_auto_nprobe`). Measured on the structured 1M x 1M set (IVF4096, centred probing, 2,000
+#: sampled queries each way): the exact nearest neighbour lies in the 64 nearest lists for 98.5% of
+#: the queries (99.1% at 128, 99.5% at 256 probes: 4x the scan), against 98.1% with 64 of 1,024
+#: lists at 100k, where 64 probes keep 99.4% of exact search's true pairs.
 AUTO_NPROBE_FRACTION = 1 / 16
+AUTO_NPROBE_FLOOR = 64
+AUTO_NPROBE_LARGE = 1 / 64
 AUTO_NPROBE_MIN, AUTO_NPROBE_MAX = 16, 256
 #: Query rows per block on the by-list IVF path: block_rows times this, but at most
-#: IVF_PROBES_PER_BLOCK / nprobe rows (bounds the (rows x nprobe) assignment arrays, ~24 bytes an entry).
+#: IVF_PROBES_PER_BLOCK / nprobe rows (bounds the (rows x nprobe) assignment arrays, ~30 bytes an entry:
+#: 65,536 rows at 64 probes, 16,384 at 256). Results do not depend on the block size.
 IVF_QUERY_BLOCKS = 4
-IVF_PROBES_PER_BLOCK = 1 << 24
+IVF_PROBES_PER_BLOCK = 1 << 22
 #: A factory string ending in this keeps its inverted lists (codes and ids) in a memory-mapped file in the
 #: temporary folder (``TMPDIR``) instead of memory: ``auto``'s last tier, or a user's ``"IVF65536,PQ64,ondisk"``.
 ON_DISK = ",ondisk"
@@ -101,8 +109,9 @@ def auto_index(n: int, dim: int, *, memory_budget: int | None = None) -> tuple[s
 
     * ``n < AUTO_FLAT_BELOW`` (100k): ``"flat"`` (exact, blocked), no parameters.
     * otherwise IVF with ``nlist = 2 ** round(log2(4 * sqrt(n)))`` lists (1,024 at 100k, 4,096 at
-      1M, 16,384 at 10M), probing ``nprobe = clamp(nlist / 16, 16, 256)`` of them (6% of the
-      lists up to 4,096 lists: 64 at 100k, 256 at 1M; 256 above, where users may raise it), trained on
+      1M, 16,384 at 10M), probing ``nprobe`` of them (:func:`_auto_nprobe`: 6% of the lists up
+      to 1,024 lists, 64 up to 4,096 lists, then 1/64 of the lists up to 256: 64 at 100k and at 1M,
+      256 at 10M; users may raise it), trained on
       ``train_size = min(n, 32 * nlist)`` vectors; the codes are the most faithful whose index
       (codes plus an 8-byte id a vector, :func:`code_bytes`) fits ``memory_budget`` bytes (default
       :func:`default_memory_budget`, a quarter of physical memory): ``IVF…,SQfp16`` (2·dim bytes:
@@ -139,8 +148,11 @@ def describe(spec: str, nprobe: int | None) -> str:
 
 
 def _auto_nprobe(nlist: int) -> int:
-    """Lists probed by ``auto``, and by a user-given IVF index without ``nprobe``: clamp(nlist / 16, 16, 256)."""
-    return int(min(nlist, max(AUTO_NPROBE_MIN, min(AUTO_NPROBE_MAX, round(nlist * AUTO_NPROBE_FRACTION)))))
+    """Lists probed by ``auto``, and by a user-given IVF index without ``nprobe``:
+    clamp(min(nlist / 16, max(64, nlist / 64)), 16, 256): 16 at 256 lists, 64 from 1,024 to 4,096
+    lists, 128 at 8,192, 256 from 16,384 (see :data:`AUTO_NPROBE_FLOOR`)."""
+    share = min(nlist * AUTO_NPROBE_FRACTION, max(AUTO_NPROBE_FLOOR, nlist * AUTO_NPROBE_LARGE))
+    return int(min(nlist, max(AUTO_NPROBE_MIN, min(AUTO_NPROBE_MAX, round(share)))))
 
 
 def _auto_train_size(n: int, nlist: int) -> int:
