@@ -267,15 +267,17 @@ def _entries(q: _Queries, who: np.ndarray, xb: np.ndarray, ids: np.ndarray, thr:
         cols = np.flatnonzero(est.amax(dim=0).float().numpy() >= tau)
         if not len(cols):
             return None
-        sub = est[:, torch.from_numpy(cols)].float().numpy()
+        sub = est[:, torch.from_numpy(cols)].float().numpy().T  # (queries kept, list)
     else:
         tau = thr - _fp32_slack(q.n2[who], xb)
-        est = xb @ q.a[who].T
-        cols = np.flatnonzero(est.max(axis=0) >= tau)
+        # (queries, list): OpenBLAS runs this orientation ~1.5x faster than (list, queries) for lists
+        # of 64-128 rows against thousands of queries (AVX2 EPYC, one thread: 32-35 vs 20-23 GFLOP/s)
+        est = q.a[who] @ xb.T
+        cols = np.flatnonzero(est.max(axis=1) >= tau)
         if not len(cols):
             return None
-        sub = est[:, cols]
-    j, c = np.divmod(np.flatnonzero(sub.T >= tau[cols][:, None]), len(ids))  # by query, then id
+        sub = est[cols]
+    j, c = np.divmod(np.flatnonzero(sub >= tau[cols][:, None]), len(ids))  # by query, then id
     rows, cand, v = _exact(q.a[who[cols]], xb, j, c)
     ok = v >= thr[cols[rows]]
     return who[cols[rows[ok]]], ids[cand[ok]], v[ok]
