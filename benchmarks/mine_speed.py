@@ -29,7 +29,8 @@ score differences), auto's recall of exact's pairs (all and true ones), and auto
 vs exact on the pairs both select (signed percentiles, and |error| median / p95 / p99 / max), and
 the threshold check: the threshold that maximises F1 of exact's pairs against the true pairs (as a
 user tunes one with ``bench bucc``) applied to auto's pairs: the share of selected pairs that
-differ (issue 14: at most 0.5%). ``--methods exact auto`` runs the fidelity check alone (larger n).
+differ (issue 14: at most 0.5%). For ``auto`` and ``auto_plain``, where the time goes
+(``phases_seconds``: k-means, list assignment, filing, the by-list search, pooling, selection; :func:`phases`). ``--methods exact auto`` runs the fidelity check alone (larger n).
 The load average is recorded before and after every method
 (the machine may be shared: ratios within one run are what count).
 """
@@ -39,6 +40,7 @@ import argparse
 import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -136,6 +138,42 @@ def run(method: str, x: np.ndarray, y: np.ndarray, threshold: float | None = Non
             os.environ["BITEXTMINE_KNN_PRECISION"] = before
 
 
+#: Where ``auto`` spends its time (wall seconds on the calling thread, inclusive): patched in by :func:`phases`.
+PHASES = {"kmeans": ("centred", "_kmeans"), "assign": ("centred", "_assign"), "file_lists": ("centred", "_Coarse.build"),
+          "search": ("centred", "_search_ivf_by_list"), "fuse": ("knn", "_fuse"), "select": ("margin", "select")}
+
+
+@contextmanager
+def phases(into: dict):
+    """Time the phases of :data:`PHASES` while the block runs: ``into[name]`` = seconds, summed over calls
+    (inclusive: ``file_lists`` and ``search`` contain the ``assign`` calls made inside them, ``search`` the
+    scan of the lists; ``kmeans`` is the coarse training, both sides at once)."""
+    import importlib
+
+    patched = []
+    for name, (mod, attr) in PHASES.items():
+        m = importlib.import_module(f"bitextmine.{mod}" if mod != "centred" else "bitextmine.knn.centred")
+        owner, leaf = (m, attr) if "." not in attr else (getattr(m, attr.split(".")[0]), attr.split(".")[1])
+        orig = owner.__dict__[leaf]
+
+        def timed(*a, _f=orig, _n=name, **kw):
+            t = time.perf_counter()
+            try:
+                return _f(*a, **kw)
+            finally:
+                into[_n] = into.get(_n, 0.0) + time.perf_counter() - t
+
+        setattr(owner, leaf, timed)
+        patched.append((owner, leaf, orig))
+    try:
+        yield into
+    finally:
+        for owner, leaf, orig in patched:
+            setattr(owner, leaf, orig)
+        for n in into:
+            into[n] = round(into[n], 2)
+
+
 def as_dict(pairs: np.ndarray, scores: np.ndarray) -> dict[tuple[int, int], float]:
     return dict(zip(map(tuple, pairs.tolist()), scores.tolist()))
 
@@ -199,7 +237,9 @@ def main() -> None:
             t = time.perf_counter()
             thr = tuned_threshold(got["exact"], truth_set)[0] if method == "auto" and "exact" in got else None
             notes: dict = {}
-            pairs, scores = run(method, x, y, thr, notes)
+            spent: dict = {}
+            with phases(spent):
+                pairs, scores = run(method, x, y, thr, notes)
             sec = time.perf_counter() - t
             got[method] = as_dict(pairs, scores)
             gf = useful / sec / 1e9
@@ -209,6 +249,8 @@ def main() -> None:
                                      "fraction_of_bf16_peak": round(gf / pk["bf16_torch_gflops"], 3),
                                      "true_pairs_recovered": round(len(set(got[method]) & truth_set) / len(truth), 5),
                                      "load_before": [round(v, 2) for v in load0], "load_after": [round(v, 2) for v in os.getloadavg()]}
+            if method.startswith("auto"):
+                entry["runs"][method]["phases_seconds"] = spent
             if "refined" in notes:
                 entry["runs"][method]["refined"] = notes["refined"]
             print(name, method, entry["runs"][method], flush=True)

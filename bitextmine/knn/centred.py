@@ -43,9 +43,9 @@ KMEANS_ITER = 10
 #: (share, iterations, then iterations on the whole sample): k-means first runs on 1/share of the training
 #: sample, then finishes on all of it from those centroids (the hub check, :data:`HUB_SCAN`, looks at the
 #: finished centroids: warm ones on 1/4 of the rows can look hubby where the finished L2 lists are not).
-#: Measured at 100k (IVF1024, 32,768 rows, 2 threads, AVX2 EPYC): k-means 5.3 -> 2.9 s on the structured
-#: data (99.34% -> 99.40% of exact's true pairs), 6.3 -> 4.8 s on the near-isotropic data (L2, then
-#: spherical: 99.945% -> 99.96%) (benchmarks/mine_speed.py, phases_seconds).
+#: Measured at 100k (IVF1024, 32,768 rows, 2 threads, AVX2 EPYC; benchmarks/results/mine-speed-14k/14l.md):
+#: k-means 5.1 -> 3.1 s on the structured data (true pairs found 85.71% -> 85.75%; exact search: 86.24%),
+#: 7.9 -> 5.7 s on the near-isotropic data (L2, then spherical: 99.945% -> 99.962%).
 KMEANS_WARM = (4, 6, 4)
 #: bytes of list assignments (4 a probe) :func:`knn_pair` may keep between its two directions to
 #: save assigning a side twice.
