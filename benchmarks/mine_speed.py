@@ -139,8 +139,9 @@ def run(method: str, x: np.ndarray, y: np.ndarray, threshold: float | None = Non
 
 
 #: Where ``auto`` spends its time (wall seconds on the calling thread, inclusive): patched in by :func:`phases`.
-PHASES = {"kmeans": ("centred", "_kmeans"), "assign": ("centred", "_assign"), "file_lists": ("centred", "_Coarse.build"),
-          "search": ("centred", "_search_ivf_by_list"), "fuse": ("knn", "_fuse"), "select": ("margin", "select")}
+_CENTRED = "bitextmine.knn.centred"
+PHASES = {"kmeans": (_CENTRED, "_kmeans"), "assign": (_CENTRED, "_assign"), "file_lists": (_CENTRED, "_Coarse.build"),
+          "search": (_CENTRED, "_search_ivf_by_list"), "fuse": ("bitextmine.knn", "_fuse"), "select": ("bitextmine.margin", "select")}
 
 
 @contextmanager
@@ -152,8 +153,10 @@ def phases(into: dict):
 
     patched = []
     for name, (mod, attr) in PHASES.items():
-        m = importlib.import_module(f"bitextmine.{mod}" if mod != "centred" else "bitextmine.knn.centred")
-        owner, leaf = (m, attr) if "." not in attr else (getattr(m, attr.split(".")[0]), attr.split(".")[1])
+        *path, leaf = attr.split(".")
+        owner = importlib.import_module(mod)
+        for part in path:  # "_Coarse.build": a method of a class in the module
+            owner = getattr(owner, part)
         orig = owner.__dict__[leaf]
 
         def timed(*a, _f=orig, _n=name, **kw):

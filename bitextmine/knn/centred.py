@@ -111,7 +111,8 @@ class _Coarse:
             raise InputError(f"cannot train FAISS index {spec!r}: {len(train)} training vectors for {nlist} lists")
         train = np.ascontiguousarray(train, dtype=np.float32)
         spherical = LISTS == "spherical"
-        centroids = _kmeans(train, nlist, seed, spherical, init=_warm_start(train, nlist, seed, spherical))
+        warm = _warm_start(train, nlist, seed, spherical)
+        centroids = _kmeans(train, nlist, seed, spherical, init=warm, niter=KMEANS_ITER if warm is None else KMEANS_WARM[2])
         if LISTS == "auto" and _scan_ratio(centroids, train, _auto_nprobe(nlist), seed) > HUB_SCAN:
             centroids = _kmeans(train, nlist, seed, True, init=centroids, niter=SPHERICAL_REFINE)
         del train
@@ -182,10 +183,9 @@ class _Coarse:
 
 
 def _kmeans(train: np.ndarray, nlist: int, seed: int, spherical: bool, init: np.ndarray | None = None,
-            niter: int | None = None) -> np.ndarray:
-    """(nlist, d) centroids of ``train``: :data:`KMEANS_ITER` iterations from FAISS's random start, or
-    ``niter`` (default :data:`KMEANS_WARM`'s last) from ``init`` (normalised when ``spherical``)."""
-    niter = niter if niter is not None else (KMEANS_ITER if init is None else KMEANS_WARM[2])
+            niter: int = KMEANS_ITER) -> np.ndarray:
+    """(nlist, d) centroids of ``train`` after ``niter`` iterations from FAISS's random start, or from
+    ``init`` (normalised when ``spherical``)."""
     km = faiss.Kmeans(train.shape[1], nlist, niter=niter, seed=seed, spherical=spherical, min_points_per_centroid=1,
                       max_points_per_centroid=1 << 20)
     if init is not None and spherical:
