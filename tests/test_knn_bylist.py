@@ -105,6 +105,41 @@ def test_by_list_scan_is_bit_identical_with_one_and_two_threads(prec: str, monke
         np.testing.assert_array_equal(a[1], b[1])
 
 
+def test_float32_estimates_through_torch_or_numpy_give_the_same_bits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scan's float32 products go through torch (MKL) while torch keeps them IEEE float32, numpy's
+    BLAS once a user lowers torch's float32 matmul precision (bf16 / tf32 would break the error bound);
+    every returned similarity is re-computed pair by pair, so both give the same neighbours, bit for bit."""
+    import torch
+
+    from bitextmine.knn import tiles
+
+    monkeypatch.setenv("BITEXTMINE_KNN_PRECISION", "fp32")
+    x, y = _shared_mean(2000, 64, 4), _shared_mean(1800, 64, 5)
+    calls = {"torch": 0}
+    real_mm = torch.mm
+
+    def counted(*a, **kw):
+        calls["torch"] += 1
+        return real_mm(*a, **kw)
+
+    monkeypatch.setattr(torch, "mm", counted)
+    assert tiles.torch_fp32()
+    via_torch = knn_pair(x, y, 4, index="IVF16,Flat", nprobe=4, block_rows=700, train_size=1500)
+    assert calls["torch"] > 0
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("medium")
+        assert not tiles.torch_fp32()
+        calls["torch"] = 0
+        via_numpy = knn_pair(x, y, 4, index="IVF16,Flat", nprobe=4, block_rows=700, train_size=1500)
+        assert calls["torch"] == 0
+    finally:
+        torch.set_float32_matmul_precision(before)
+    for a, b in zip(via_torch, via_numpy):
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+
+
 @pytest.mark.parametrize("spec", ["IVF16,PQ8", "IVF16,PQ12x4", "OPQ8,IVF16,PQ8", "PCA24,IVF16,Flat", "OPQ8,IVF16,SQ8"])
 def test_product_codes_and_linear_pre_transforms_are_searched_by_list_as_faiss_scores_them(
         spec: str, monkeypatch: pytest.MonkeyPatch) -> None:

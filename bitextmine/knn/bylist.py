@@ -28,7 +28,7 @@ import faiss
 import numpy as np
 
 from .sources import BlockSource, _blocks
-from .tiles import _sort_key, bf16_slack, norm4, precision
+from .tiles import _sort_key, bf16_slack, estimate32, norm4, precision
 from .workers import SHARES, _canonical, _single_blas, _torch_single, _Workers
 
 
@@ -151,7 +151,7 @@ def _search_ivf_by_list(
     D = np.empty((nq, k), dtype=np.float32)
     I = np.empty((nq, k), dtype=np.int64)
     q0 = 0
-    with _Workers() as workers, _single_blas(), _torch_single(prec):
+    with _Workers() as workers, _single_blas(), _torch_single():
         for xq in _blocks(qs, query_rows):
             m = len(xq)
             if probe is not None:
@@ -166,7 +166,7 @@ def _search_ivf_by_list(
                 """Each query's nearest list (one a query: disjoint ``who``): its k-th value, less the
                 float32 error bound, is a lower bound of the query's final k-th."""
                 if len(ids) >= k:
-                    S = q.a[who] @ xb.T
+                    S = estimate32(q.a[who], xb)
                     kth = np.partition(S, len(ids) - k, axis=1)[:, len(ids) - k]
                     thr[who] = kth - _fp32_slack(q.n2[who], xb)
 
@@ -270,9 +270,7 @@ def _entries(q: _Queries, who: np.ndarray, xb: np.ndarray, ids: np.ndarray, thr:
         sub = est[:, torch.from_numpy(cols)].float().numpy().T  # (queries kept, list)
     else:
         tau = thr - _fp32_slack(q.n2[who], xb)
-        # (queries, list): OpenBLAS runs this orientation ~1.5x faster than (list, queries) for lists
-        # of 64-128 rows against thousands of queries (AVX2 EPYC, one thread: 32-35 vs 20-23 GFLOP/s)
-        est = q.a[who] @ xb.T
+        est = estimate32(q.a[who], xb)  # (queries, list)
         cols = np.flatnonzero(est.max(axis=1) >= tau)
         if not len(cols):
             return None

@@ -45,13 +45,14 @@ def _single_blas() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _torch_single(prec: str) -> Iterator[None]:
-    """torch's intra-op pool on one thread for the duration (bf16 path only: fp32 needs no torch)."""
-    if prec != "bf16":
+def _torch_single() -> Iterator[None]:
+    """torch's intra-op pool on one thread for the duration (the worker threads each run their own
+    products: bf16 tiles, and the by-list scan's float32 estimates)."""
+    try:
+        import torch
+    except ImportError:
         yield
         return
-    import torch
-
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
