@@ -14,6 +14,8 @@
   would be), so the near-threshold pairs get exact neighbourhoods (``bitextmine.refine``; its time is
   included); all candidates are kept (not cut at the threshold), for the recall figures.
 * ``auto_plain``: ``auto`` without a threshold (no refinement), as before ``bitextmine.refine``.
+* ``auto_openblas``: ``auto_plain`` with the by-list scan's float32 estimates taken by numpy's BLAS
+  (OpenBLAS) instead of torch's (MKL), as before ``bitextmine.knn.tiles.estimate32``: the A/B of that change.
 
 Data (n x n, 384-d, float32 in memory):
 * ``structured``: ``benchmarks/mine.py``'s synthetic embeddings (shared mean direction, Zipf topic
@@ -120,11 +122,19 @@ def ours(x: np.ndarray, y: np.ndarray, index: str, threshold: float | None = Non
 
 def run(method: str, x: np.ndarray, y: np.ndarray, threshold: float | None = None, notes: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``reference``, ``exact`` (the machine's exact precision), ``exact_fp32`` (forced float32 tiles),
-    ``auto`` (refined near ``threshold`` when given) or ``auto_plain``."""
+    ``auto`` (refined near ``threshold`` when given), ``auto_plain`` or ``auto_openblas``."""
     if method == "reference":
         return reference(x, y)
     if method == "auto":
         return ours(x, y, "auto", threshold, notes)
+    if method == "auto_openblas":
+        from bitextmine.knn import tiles
+
+        real, tiles.torch_fp32 = tiles.torch_fp32, lambda: False
+        try:
+            return ours(x, y, "auto")
+        finally:
+            tiles.torch_fp32 = real
     if method != "exact_fp32":
         return ours(x, y, "flat" if method == "exact" else "auto")
     before = os.environ.get("BITEXTMINE_KNN_PRECISION")
@@ -268,7 +278,7 @@ def main() -> None:
                 entry[f"reference_vs_{ex}"] = {"identical_pairs": set(r) == set(e), "only_reference": len(set(r) - set(e)),
                                                "only_exact": len(set(e) - set(r)),
                                                "max_score_diff": float(max((abs(r[p] - e[p]) for p in common), default=0.0))}
-        for am in ("auto", "auto_plain"):
+        for am in ("auto", "auto_plain", "auto_openblas"):
             if "exact" not in got or am not in got:
                 continue
             e, a = got["exact"], got[am]
