@@ -90,7 +90,7 @@ def estimate32(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     Through torch where :func:`torch_fp32`: its BLAS (MKL) runs the scan's shapes (thousands of
     query rows against a list of 64-128 rows) ~1.5x faster than numpy's OpenBLAS (AVX2 EPYC, one
     thread: 31 vs 20 GFLOP/s, ``benchmarks/mine_speed.py``); numpy's otherwise."""
-    if not torch_fp32():
+    if not (torch_fp32() and a.flags.writeable and b.flags.writeable):  # torch wraps writable arrays only
         return a @ b.T
     import torch
 
