@@ -28,7 +28,7 @@ import faiss
 import numpy as np
 
 from .sources import BlockSource, _blocks
-from .tiles import _sort_key, bf16_slack, estimate32, norm4, precision
+from .tiles import _sort_key, bf16_slack, estimate32, norm4, precision, torch_fp32
 from .workers import SHARES, _canonical, _single_blas, _torch_single, _Workers
 
 
@@ -151,7 +151,7 @@ def _search_ivf_by_list(
     D = np.empty((nq, k), dtype=np.float32)
     I = np.empty((nq, k), dtype=np.int64)
     q0 = 0
-    with _Workers() as workers, _single_blas(), _torch_single():
+    with _Workers() as workers, _single_blas(), _torch_single(prec == "bf16" or torch_fp32()):
         for xq in _blocks(qs, query_rows):
             m = len(xq)
             if probe is not None:

@@ -209,7 +209,7 @@ def exact_search(
     B = _Side(ny, min(kb + extra, nx) if kb else 0, bf16)
     reported_b = 0
     mu = _centre(xs, ys, block_rows) if bf16 else None
-    with _Workers() as workers, _single_blas(), _torch_single():
+    with _Workers() as workers, _single_blas(), _torch_single(prec == "bf16"):
         cache = [_Block(b, prec, mu, db=True) for b in _blocks(ys, block_rows)] if ny <= block_rows else None
         x0 = 0
         for xa in _blocks(xs, block_rows):

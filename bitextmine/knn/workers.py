@@ -45,14 +45,14 @@ def _single_blas() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _torch_single() -> Iterator[None]:
-    """torch's intra-op pool on one thread for the duration (the worker threads each run their own
-    products: bf16 tiles, and the by-list scan's float32 estimates)."""
-    try:
-        import torch
-    except ImportError:
+def _torch_single(used: bool) -> Iterator[None]:
+    """torch's intra-op pool on one thread for the duration, when the worker threads each run torch
+    products (``used``: bf16 tiles, the by-list scan's float32 estimates); otherwise torch is not imported."""
+    if not used:
         yield
         return
+    import torch
+
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
