@@ -15,7 +15,8 @@
   included); all candidates are kept (not cut at the threshold), for the recall figures.
 * ``auto_plain``: ``auto`` without a threshold (no refinement), as before ``bitextmine.refine``.
 * ``auto_openblas``: ``auto_plain`` with the by-list scan's float32 estimates taken by numpy's BLAS
-  (OpenBLAS) instead of torch's (MKL), as before ``bitextmine.knn.tiles.estimate32``: the A/B of that change.
+  (OpenBLAS) instead of torch's (MKL), as before ``bitextmine.knn.tiles.estimate32`` (by lowering torch's
+  float32 matmul precision, which sends the scan to numpy's BLAS): the A/B of that change.
 
 Data (n x n, 384-d, float32 in memory):
 * ``structured``: ``benchmarks/mine.py``'s synthetic embeddings (shared mean direction, Zipf topic
@@ -127,14 +128,15 @@ def run(method: str, x: np.ndarray, y: np.ndarray, threshold: float | None = Non
         return reference(x, y)
     if method == "auto":
         return ours(x, y, "auto", threshold, notes)
-    if method == "auto_openblas":
-        from bitextmine.knn import tiles
+    if method == "auto_openblas":  # torch's float32 matmuls lowered: the scan takes numpy's BLAS (tiles.torch_fp32)
+        import torch
 
-        real, tiles.torch_fp32 = tiles.torch_fp32, lambda: False
+        before = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision("high")
         try:
             return ours(x, y, "auto")
         finally:
-            tiles.torch_fp32 = real
+            torch.set_float32_matmul_precision(before)
     if method != "exact_fp32":
         return ours(x, y, "flat" if method == "exact" else "auto")
     before = os.environ.get("BITEXTMINE_KNN_PRECISION")

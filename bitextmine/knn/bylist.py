@@ -148,10 +148,11 @@ def _search_ivf_by_list(
     reader = _ListReader(ivf)
     sizes = np.array([reader.size(l) for l in range(nlist)], dtype=np.int64)
     prec = precision()
+    torch32 = prec == "fp32" and torch_fp32()  # float32 estimates through torch: decided once a search
     D = np.empty((nq, k), dtype=np.float32)
     I = np.empty((nq, k), dtype=np.int64)
     q0 = 0
-    with _Workers() as workers, _single_blas(), _torch_single(prec == "bf16" or torch_fp32()):
+    with _Workers() as workers, _single_blas(), _torch_single(prec == "bf16" or torch32):
         for xq in _blocks(qs, query_rows):
             m = len(xq)
             if probe is not None:
@@ -159,14 +160,14 @@ def _search_ivf_by_list(
             else:
                 lists = _assign(ivf.quantizer, xq if shift is None else xq - shift, nprobe, workers)  # -1 = no list
             lists = np.asarray(lists, dtype=np.int32).reshape(m, -1)
-            q = _Queries(xq, prec)
+            q = _Queries(xq, prec, torch32)
             thr = np.full(m, -np.inf, np.float32)
 
             def bound(who: np.ndarray, xb: np.ndarray, ids: np.ndarray) -> None:
                 """Each query's nearest list (one a query: disjoint ``who``): its k-th value, less the
                 float32 error bound, is a lower bound of the query's final k-th."""
                 if len(ids) >= k:
-                    S = estimate32(q.a[who], xb)
+                    S = estimate32(q.a[who], xb, q.torch32)
                     kth = np.partition(S, len(ids) - k, axis=1)[:, len(ids) - k]
                     thr[who] = kth - _fp32_slack(q.n2[who], xb)
 
@@ -182,9 +183,10 @@ def _search_ivf_by_list(
 
 class _Queries:
     """A query block as float32 with its rows' 2-norms, and on the bf16 path as bf16 bits (uint16,
-    for fast row gathers) with their 4-norms."""
+    for fast row gathers) with their 4-norms; ``torch32``: float32 estimates through torch (:func:`.tiles.estimate32`)."""
 
-    def __init__(self, xq: np.ndarray, prec: str) -> None:
+    def __init__(self, xq: np.ndarray, prec: str, torch32: bool = False) -> None:
+        self.torch32 = torch32
         self.a = np.ascontiguousarray(xq, dtype=np.float32)
         self.n2 = np.sqrt(np.einsum("ij,ij->i", self.a, self.a))
         self.bits = self.n4 = None
@@ -270,7 +272,7 @@ def _entries(q: _Queries, who: np.ndarray, xb: np.ndarray, ids: np.ndarray, thr:
         sub = est[:, torch.from_numpy(cols)].float().numpy().T  # (queries kept, list)
     else:
         tau = thr - _fp32_slack(q.n2[who], xb)
-        est = estimate32(q.a[who], xb)  # (queries, list)
+        est = estimate32(q.a[who], xb, q.torch32)  # (queries, list)
         cols = np.flatnonzero(est.max(axis=1) >= tau)
         if not len(cols):
             return None

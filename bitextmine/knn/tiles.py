@@ -85,12 +85,13 @@ def torch_fp32() -> bool:
     return torch.get_float32_matmul_precision() == "highest" and not lowered
 
 
-def estimate32(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a @ b.T`` in float32, for estimates that are re-scored pair by pair (the by-list scan).
-    Through torch where :func:`torch_fp32`: its BLAS (MKL) runs the scan's shapes (thousands of
-    query rows against a list of 64-128 rows) ~1.5x faster than numpy's OpenBLAS (AVX2 EPYC, one
-    thread: 31 vs 20 GFLOP/s, ``benchmarks/mine_speed.py``); numpy's otherwise."""
-    if not (torch_fp32() and a.flags.writeable and b.flags.writeable):  # torch wraps writable arrays only
+def estimate32(a: np.ndarray, b: np.ndarray, via_torch: bool) -> np.ndarray:
+    """``a @ b.T`` in float32, for estimates that are re-scored pair by pair (the by-list scan), through
+    torch when ``via_torch`` (the caller's :func:`torch_fp32`, decided once a search), else numpy. On the
+    AVX2 EPYC, one thread, the scan's shapes (thousands of query rows against a list of 64-256 rows) run
+    31-35 GFLOP/s in torch's BLAS (MKL) against 12-29 in numpy's OpenBLAS in a fresh process
+    (``benchmarks/scan_blas.py``)."""
+    if not (via_torch and a.flags.writeable and b.flags.writeable):  # torch wraps writable arrays only
         return a @ b.T
     import torch
 
