@@ -114,10 +114,12 @@ def ours(x: np.ndarray, y: np.ndarray, index: str, threshold: float | None = Non
     from bitextmine.margin import select
     from bitextmine.mining import MineOptions, _refine
 
-    fwd, bwd = knn_pair(x, y, K, index=index, use_gpu=False)
+    kept: dict = {}
+    fwd, bwd = knn_pair(x, y, K, index=index, use_gpu=False, keep=kept)
     cand = select(*fwd, *bwd, margin="ratio", strategy="max")
     if threshold is not None:  # what mine does with a threshold, without the cut
-        cand = _refine(x, y, fwd, bwd, cand, MineOptions(index=index, threshold=threshold), {} if notes is None else notes)
+        cand = _refine(x, y, fwd, bwd, cand, MineOptions(index=index, threshold=threshold), {} if notes is None else notes,
+                       kept.get("wider"))
     return np.stack([cand.src, cand.tgt], 1), np.asarray(cand.score)
 
 

@@ -57,7 +57,7 @@ class MineOptions:
     use_gpu: bool | None = None  # None: FAISS GPUs when present
     filter: FilterOptions | None = None  # filter the selected pairs (bitextmine.filters) before they are returned / written
     engine: RayOptions | None = None  # None: search in this process; RayOptions: on a Ray cluster (bitextmine.ray_mine; stores only)
-    refine_band: float = 0.005  # approximate index + threshold: pairs scoring within this share above it get exact neighbourhoods (bitextmine.refine); 0: off
+    refine_band: float = 0.005  # approximate index + threshold: pairs scoring within this share above it get their neighbourhoods searched again (bitextmine.refine: exactly, or 8x the probes where the lists are many); 0: off
 
     def __post_init__(self) -> None:
         if self.filter is not None:
@@ -97,7 +97,7 @@ class MineResult:
     filter: FilterReport | None = None  # with MineOptions.filter: counts by rule (``pairs`` are the kept ones)
     mined: int | None = None  # with MineOptions.filter: pairs before filtering
     engine: dict | None = None  # with MineOptions.engine: where the search ran (workers, nodes) and the index of each direction
-    refined: dict | None = None  # approximate index with a threshold: the near-threshold pairs re-scored exactly (bitextmine.refine.Refined)
+    refined: dict | None = None  # approximate index with a threshold: the near-threshold pairs re-scored (bitextmine.refine.Refined, plus "search": "flat" or the wider index)
 
 
 class SubsetBlocks:
@@ -161,11 +161,17 @@ def _search_and_select(xs: Any, ys: Any, opts: MineOptions, advance: Advance | N
             return cand
     from bitextmine.knn import knn, knn_pair  # FAISS is imported only when mining
 
-    return _select(xs, ys, opts, advance, knn, knn_pair, notes)
+    kept: dict = {}  # knn_pair's Wider, for the near-threshold rows (_refine)
+    cand = _select(xs, ys, opts, advance, knn, lambda *a, **kw: knn_pair(*a, keep=kept, **kw), notes, kept)
+    kept.clear()
+    return cand
 
 
-def _refine(xs: Any, ys: Any, fwd: Any, bwd: Any, cand: Candidates, opts: MineOptions, notes: dict) -> Candidates:
-    """Exact neighbourhoods for the near-threshold pairs when the search was approximate (bitextmine.refine)."""
+def _refine(xs: Any, ys: Any, fwd: Any, bwd: Any, cand: Candidates, opts: MineOptions, notes: dict,
+            wider: Any = None) -> Candidates:
+    """New neighbourhoods for the near-threshold pairs when the search was approximate (bitextmine.refine):
+    exact, or where the index has many lists from ``wider`` (:class:`bitextmine.knn.Wider`: 8 times the
+    lists probed, at most a quarter of them)."""
     from bitextmine.knn import knn
     from bitextmine.knn.pairwise import _take_rows
     from bitextmine.knn.sources import _as_source
@@ -174,14 +180,18 @@ def _refine(xs: Any, ys: Any, fwd: Any, bwd: Any, cand: Candidates, opts: MineOp
     xs, ys = _as_source(xs, "source"), _as_source(ys, "target")
     if opts.threshold is None or not opts.refine_band or plan_index(opts, len(xs), len(ys), xs.dim).lower() == "flat":
         return cand
+    if wider is not None:
+        search, how = (lambda q, db, k: wider.search(q, 0 if db is ys else 1, k)), wider.describe()
+    else:
+        search, how = (lambda q, db, k: knn(q, db, k, index="flat", block_rows=opts.block_rows, use_gpu=opts.use_gpu)), "flat"
     cand, info = refine(xs, ys, fwd, bwd, cand, opts.threshold, margin=opts.margin, strategy=opts.strategy,
-                        band=opts.refine_band, take_rows=lambda s, r: _take_rows(s, r, opts.block_rows),
-                        exact_knn=lambda q, db, k: knn(q, db, k, index="flat", block_rows=opts.block_rows, use_gpu=opts.use_gpu))
-    notes["refined"] = info.as_dict()
+                        band=opts.refine_band, take_rows=lambda s, r: _take_rows(s, r, opts.block_rows), exact_knn=search)
+    notes["refined"] = {**info.as_dict(), "search": how}
     return cand
 
 
-def _select(xs: Any, ys: Any, opts: MineOptions, advance: Advance | None, knn: Any, knn_pair: Any, notes: dict) -> Candidates:
+def _select(xs: Any, ys: Any, opts: MineOptions, advance: Advance | None, knn: Any, knn_pair: Any, notes: dict,
+            kept: dict | None = None) -> Candidates:
 
     kw: dict[str, Any] = dict(index=opts.index, block_rows=opts.block_rows, nprobe=opts.nprobe, use_gpu=opts.use_gpu, progress=advance)
     if opts.memory_budget is not None:
@@ -196,7 +206,7 @@ def _select(xs: Any, ys: Any, opts: MineOptions, advance: Advance | None, knn: A
         fwd, bwd = knn_pair(xs, ys, opts.k, **kw)
     cand = select(fwd[0], fwd[1], bwd[0], bwd[1], margin=m, strategy=st)
     if m is not Margin.ABSOLUTE:
-        cand = _refine(xs, ys, fwd, bwd, cand, opts, notes)
+        cand = _refine(xs, ys, fwd, bwd, cand, opts, notes, (kept or {}).get("wider"))
     if opts.threshold is not None:
         cand = cand.above(opts.threshold)
     return cand if opts.top is None else cand.head(opts.top)

@@ -1,19 +1,23 @@
-"""Exact neighbourhoods for the pairs an approximate index leaves close to the threshold (issue 14).
+"""New neighbourhoods for the pairs an approximate index leaves close to the threshold (issue 14).
 
 An approximate index (IVF) misses some true neighbours; a missed neighbour lowers the row's k-NN
 mean, which the ratio (or distance) margin divides by (subtracts), so a pair's approximate score is
 never below its exact score but may be above it: a threshold tuned with exact search (``bench bucc``,
 a model's saved threshold) then lets in pairs that exact search would have cut. Only the pairs whose
-approximate score lies in a band just above the threshold can cross it, and they are few.
+approximate score lies in a band just above the threshold can cross it.
 
-:func:`refine` searches, exactly (``index="flat"``), the sources and targets of the selected pairs
-scoring in ``[threshold - tiny, threshold + band·|threshold|]``, replaces those rows' k-NN lists with
-the exact ones and selects again: their scores (and candidates) are then those of exact search. The
-band widens (doubling) while a refined pair's score moved by more than half of it, so a pair above
-the band is unlikely to have an error that large; the rows searched and the final band are reported.
+:func:`refine` searches again the sources and targets of the selected pairs scoring in
+``[threshold - tiny, threshold + band·|threshold|]``, replaces those rows' k-NN lists with the new
+ones and selects again. The band widens (doubling) while a refined pair's score moved by more than
+half of it, so a pair above the band is unlikely to have an error that large; the rows searched and
+the final band are reported. The caller's ``exact_knn`` does the search: ``bitextmine.mining`` passes
+an exact search (``index="flat"``: the refined scores and candidates are then exact search's) while
+8 times the mining's probes would still cover over a quarter of the lists, else the mining's own
+lists probed 8 times as widely (:class:`bitextmine.knn.Wider`): an exact search of the band's rows
+costs (rows x the other side), more than the mining itself at 1M on crowded scores, where the wider
+search costs an eighth of that or less and misses few neighbours.
 
-Cost: two exact one-way searches of the band's rows against the whole other side (for 1% of the
-rows, about 1% of an exact search). Nothing to do for an exact index or the absolute margin.
+Nothing to do for an exact index or the absolute margin.
 """
 from __future__ import annotations
 
@@ -62,7 +66,7 @@ def refine(xs: Any, ys: Any, fwd: Knn, bwd: Knn, cand: Candidates, threshold: fl
            take_rows: Callable[[Any, np.ndarray], np.ndarray]) -> tuple[Candidates, Refined]:
     """``cand`` (selected from approximate ``fwd``/``bwd``) with the near-threshold pairs re-scored exactly.
 
-    exact_knn(queries_array, database_source, k) -> (D, I): an exact one-way search.
+    exact_knn(queries_array, database_source, k) -> (D, I): a one-way search, exact or wider than the mining's.
     take_rows(source, sorted_rows) -> float32 array of those rows.
     Returns the pairs selected again (all of them, not yet cut at the threshold) and a :class:`Refined`.
     """

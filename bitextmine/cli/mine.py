@@ -32,7 +32,7 @@ def mine_cmd(
     memory_budget: Optional[str] = typer.Option(None, "--memory-budget", help="Memory the auto index may hold, e.g. 6G or 500M (default: a quarter of RAM); it picks the codes: fp16, SQ8, then OPQ+PQ, then OPQ+PQ with the lists on disk in TMPDIR."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Keep pairs with margin >= this (default: the model's tuned threshold, when tuned for the same --margin and -k; else all)."),
     top: Optional[int] = typer.Option(None, "--top", help="Keep only the N best pairs."),
-    refine_band: float = typer.Option(0.005, "--refine-band", min=0.0, max=0.5, help="With an approximate index and a threshold: pairs scoring up to this share above the threshold get exact neighbourhoods, so the threshold cuts where exact search would (widens by itself when scores move more; 0: off)."),
+    refine_band: float = typer.Option(0.005, "--refine-band", min=0.0, max=0.5, help="With an approximate index and a threshold: pairs scoring up to this share above the threshold get their neighbourhoods searched again (exactly, or with 8x the lists probed where the index has many), so the threshold cuts where exact search would (widens by itself when scores move more; 0: off)."),
     dedup: bool = typer.Option(False, "--dedup", help="Mine unique sentences only (exact duplicates removed)."),
     fmt: Optional[Format] = typer.Option(None, "--format", help="tsv (score<TAB>src<TAB>tgt), jsonl or parquet (default: parquet for a .parquet --out, else tsv)."),
     with_lines: bool = typer.Option(False, "--with-lines", help="Add source and target line numbers."),
@@ -90,7 +90,8 @@ def mine_cmd(
         t.add_row("engine", escape(f"Ray: {e['workers']} workers on {e['nodes']} nodes; index {used}"))
     if res.refined:
         r = res.refined
-        t.add_row("near threshold", f"{r['pairs']:,} pairs re-scored with exact neighbourhoods ({r['src_rows']:,} + {r['tgt_rows']:,} rows, "
+        t.add_row("near threshold", f"{r['pairs']:,} pairs re-scored with neighbourhoods searched again ({r['src_rows']:,} + {r['tgt_rows']:,} rows, "
+                  f"{'exactly' if r.get('search', 'flat') == 'flat' else r['search']}, "
                   f"band {r['band']:.0%}, largest score change {r['max_relative_change']:.2%}, {r['seconds']:.1f} s)")
     if res.filter is not None:
         t.add_row("mined", f"{res.mined:,} (before --filter)")

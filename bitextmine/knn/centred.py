@@ -129,23 +129,30 @@ class _Coarse:
         ivf.train(self.samples[side])  # the quantizer is trained: this trains the codes only
         ivf.nprobe = nprobe
         filed = self._filed.get(side) if self.share else None
+        if filed is not None and len(filed) != len(db):
+            filed = None
         keep = self.share and filed is None and len(db) * nprobe * 4 <= PROBE_CACHE
         probes = np.empty((len(db), nprobe), np.int32) if keep else None
+        record = np.empty(len(db), np.int32) if self.share and filed is None else None  # filed again without assigning
         with _Workers() as workers:
             r0 = 0
             for xb in _blocks(db, block_rows):
                 r1 = r0 + len(xb)
-                if filed is not None and len(filed) == len(db):
+                if filed is not None:
                     lists = filed[r0:r1].astype(np.int64)
                 elif probes is not None:  # this side is probed the other way: assign its probes now
                     probes[r0:r1] = _assign(self.quantizer, xb - self.means[side], nprobe, workers)
                     lists = probes[r0:r1, 0].astype(np.int64)
                 else:
                     lists = _assign(self.quantizer, xb - self.means[side], 1, workers).ravel()
+                if record is not None:
+                    record[r0:r1] = lists
                 ivf.add_core(len(xb), faiss.swig_ptr(xb), None, faiss.swig_ptr(lists))
                 r0 = r1
         if probes is not None:
             self._probes[(side, nprobe)] = probes
+        if record is not None:
+            self._filed[side] = record
         return ivf
 
     def _probe(self, side: int, n: int, nprobe: int) -> Callable[[int, np.ndarray, _Workers], np.ndarray]:
