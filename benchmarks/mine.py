@@ -261,8 +261,9 @@ def pair_set(pairs: np.ndarray) -> set[tuple[int, int]]:
     return set(map(tuple, pairs.tolist()))
 
 
-def exact_local(xs, ys, sample: np.ndarray, k: int = 4, threads: int = 2) -> np.ndarray:
-    """Whether exact mining would select each sampled true pair (bool array), from local exact search.
+def exact_local(xs, ys, sample: np.ndarray, k: int = 4, threads: int = 2, with_scores: bool = False):
+    """Whether exact mining would select each sampled true pair (bool array), from local exact search;
+    ``with_scores``: ``(selected, score)``, the pair's exact margin score (NaN where not chosen either way).
 
     For pair (s, t): exact k-NN of s (against all targets) and of t (against all sources), and of
     every candidate on the other side (their neighbourhood means enter the margins). The pair is
@@ -286,6 +287,7 @@ def exact_local(xs, ys, sample: np.ndarray, k: int = 4, threads: int = 2) -> np.
     y_mean = dict(zip(tgt_need.tolist(), ty_d.mean(1).tolist()))
     x_mean = dict(zip(src_need.tolist(), sx_d.mean(1).tolist()))
     out = np.zeros(len(sample), dtype=bool)
+    scores = np.full(len(sample), np.nan)
     for j, (s, t) in enumerate(sample.tolist()):
         f = [(fs_d[j, c] / ((x_mean[s] + y_mean[int(fs_i[j, c])]) / 2), int(fs_i[j, c])) for c in range(fs_i.shape[1])]
         b = [(bt_d[j, c] / ((y_mean[t] + x_mean[int(bt_i[j, c])]) / 2), int(bt_i[j, c])) for c in range(bt_i.shape[1])]
@@ -294,9 +296,10 @@ def exact_local(xs, ys, sample: np.ndarray, k: int = 4, threads: int = 2) -> np.
         score = f_score if f_best == t else (b_score if b_best == s else None)
         if score is None:
             continue
+        scores[j] = score
         blocked = (f_best != t and f_score > score) or (b_best != s and b_score > score)
         out[j] = not blocked
-    return out
+    return (out, scores) if with_scores else out
 
 
 # ------------------------------------------------------------------------------------------ main
