@@ -215,6 +215,7 @@ class OutputLock:
                 with os.fdopen(fd, "w") as fh:
                     json.dump(me, fh)
             self._held = True
+            self._remove_dead_temps()
             return self
         raise InputError(f"{self.target}: cannot take the lock {self.path}")
 
@@ -238,6 +239,15 @@ class OutputLock:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
         return os.open(str(self.path), flags, 0o644)
+
+    def _remove_dead_temps(self) -> None:
+        """Delete the lock's temporary siblings (``.NAME.lock.tmp-PID-RANDOM``, :meth:`_create`) whose process
+        is gone: a writer killed between writing one and removing it leaves it behind."""
+        for p in self.path.parent.glob(f".{glob.escape(self.path.name)}{TMP_MARK}*"):
+            pid = p.name.rsplit(TMP_MARK, 1)[1].split("-", 1)[0]
+            if pid.isdigit() and not _pid_alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    p.unlink()
 
     def _stale(self, owner: dict | None, host: str) -> bool:
         """A lock whose process is gone (same host), or one left empty by a writer killed between

@@ -92,6 +92,18 @@ def test_output_lock_excludes_a_second_writer_and_recovers_stale_locks(tmp_path:
     assert not lock.path.exists()
 
 
+def test_lock_temporaries_of_killed_writers_are_removed(tmp_path: Path) -> None:
+    target = tmp_path / "pairs.tsv"
+    lock = fs.OutputLock(target)
+    dead = lock.path.with_name(f".{lock.path.name}{fs.TMP_MARK}999999999-0a1b2c3d")  # killed before removing it
+    live = lock.path.with_name(f".{lock.path.name}{fs.TMP_MARK}{os.getpid()}-0a1b2c3d")  # a live writer's
+    for p in (dead, live):
+        p.write_text('{"pid": 1}')
+    with lock:
+        assert not dead.exists() and live.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name]
+
+
 def test_an_empty_lock_left_by_a_killed_writer_is_taken_over_after_a_grace_period(tmp_path: Path) -> None:
     from bitextmine.errors import LockedError
 
