@@ -59,15 +59,11 @@ def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def exact_scores(xs, ys, pairs: np.ndarray, k: int = 4) -> np.ndarray:
-    """Exact ratio-margin scores of ``pairs`` (src, tgt): cos / ((mean of src's k-NN + mean of tgt's k-NN) / 2)."""
-    from bitextmine.knn import knn
+    """Exact ratio-margin scores of ``pairs`` (src, tgt), neighbourhoods from exact search of all of both sides."""
+    from bitextmine.scoring import score_pairs
 
-    src = xs.embeddings(pairs[:, 0].astype(np.int64))
-    tgt = ys.embeddings(pairs[:, 1].astype(np.int64))
-    fd, _ = knn(src, ys, k)
-    bd, _ = knn(tgt, xs, k)
-    cos = np.einsum("ij,ij->i", src.astype(np.float32), tgt.astype(np.float32))
-    return cos / ((fd.mean(1) + bd.mean(1)) / 2)
+    src, tgt = (s.embeddings(pairs[:, i].astype(np.int64)) for i, s in enumerate((xs, ys)))
+    return score_pairs(src, tgt, k, "ratio", reference=(xs, ys), index="flat")
 
 
 def mine(xs, ys, index: str, threshold: float, band: float | None = None) -> tuple[dict, dict]:

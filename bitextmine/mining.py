@@ -161,10 +161,7 @@ def _search_and_select(xs: Any, ys: Any, opts: MineOptions, advance: Advance | N
             return cand
     from bitextmine.knn import knn, knn_pair  # FAISS is imported only when mining
 
-    kept: dict = {}  # knn_pair's Wider, for the near-threshold rows (_refine)
-    cand = _select(xs, ys, opts, advance, knn, lambda *a, **kw: knn_pair(*a, keep=kept, **kw), notes, kept)
-    kept.clear()
-    return cand
+    return _select(xs, ys, opts, advance, knn, knn_pair, notes, kept={})
 
 
 def _refine(xs: Any, ys: Any, fwd: Any, bwd: Any, cand: Candidates, opts: MineOptions, notes: dict,
@@ -192,6 +189,7 @@ def _refine(xs: Any, ys: Any, fwd: Any, bwd: Any, cand: Candidates, opts: MineOp
 
 def _select(xs: Any, ys: Any, opts: MineOptions, advance: Advance | None, knn: Any, knn_pair: Any, notes: dict,
             kept: dict | None = None) -> Candidates:
+    """``kept``: given to the local knn_pair (``keep``), which leaves its Wider search there for _refine."""
 
     kw: dict[str, Any] = dict(index=opts.index, block_rows=opts.block_rows, nprobe=opts.nprobe, use_gpu=opts.use_gpu, progress=advance)
     if opts.memory_budget is not None:
@@ -203,7 +201,7 @@ def _select(xs: Any, ys: Any, opts: MineOptions, advance: Advance | None, knn: A
     elif m is Margin.ABSOLUTE and st is Strategy.BACKWARD:
         fwd, bwd = _no_search(len(xs)), knn(ys, xs, opts.k, **kw)
     else:
-        fwd, bwd = knn_pair(xs, ys, opts.k, **kw)
+        fwd, bwd = knn_pair(xs, ys, opts.k, **kw, **({} if kept is None else {"keep": kept}))
     cand = select(fwd[0], fwd[1], bwd[0], bwd[1], margin=m, strategy=st)
     if m is not Margin.ABSOLUTE:
         cand = _refine(xs, ys, fwd, bwd, cand, opts, notes, (kept or {}).get("wider"))

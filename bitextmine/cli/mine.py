@@ -91,7 +91,7 @@ def mine_cmd(
     if res.refined:
         r = res.refined
         t.add_row("near threshold", f"{r['pairs']:,} pairs re-scored with neighbourhoods searched again ({r['src_rows']:,} + {r['tgt_rows']:,} rows, "
-                  f"{'exactly' if r.get('search', 'flat') == 'flat' else r['search']}, "
+                  f"{'exactly' if r['search'] == 'flat' else r['search']}, "
                   f"band {r['band']:.0%}, largest score change {r['max_relative_change']:.2%}, {r['seconds']:.1f} s)")
     if res.filter is not None:
         t.add_row("mined", f"{res.mined:,} (before --filter)")
