@@ -276,6 +276,22 @@ def _greedy_one_to_one(src: np.ndarray, tgt: np.ndarray, n_src: int, n_tgt: int)
     return accepted
 
 
+#: Rows scored at a time by :func:`select` (memory: a few (rows, k) float64 arrays, ~0.2 GiB at k = 4).
+SCORE_ROWS = 1 << 20
+
+
+def _best_of_rows(sims: np.ndarray, ids: np.ndarray, x_mean: np.ndarray, y_mean: np.ndarray, margin: Margin,
+                  rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_best` of :func:`score_candidates`, ``rows`` (default :data:`SCORE_ROWS`) rows at a time
+    (each row is scored on its own)."""
+    n, rows = len(sims), max(1, int(rows or SCORE_ROWS))
+    best, best_score = np.full(n, -1, dtype=np.int64), np.full(n, np.nan)
+    for a in range(0, n, rows):
+        b = min(n, a + rows)
+        best[a:b], best_score[a:b] = _best(score_candidates(sims[a:b], ids[a:b], x_mean[a:b], y_mean, margin), ids[a:b])
+    return best, best_score
+
+
 def _sorted(src: np.ndarray, tgt: np.ndarray, score: np.ndarray) -> Candidates:
     order = np.argsort(-score, kind="stable")
     return Candidates(src[order].astype(np.int64), tgt[order].astype(np.int64), score[order].astype(np.float64))
@@ -315,10 +331,10 @@ def select(
     y_mean = knn_means(bwd_sims, bwd_ids)
 
     if st is not Strategy.BACKWARD:
-        fwd_best, fwd_score = _best(score_candidates(fwd_sims, fwd_ids, x_mean, y_mean, m), fwd_ids)
+        fwd_best, fwd_score = _best_of_rows(fwd_sims, fwd_ids, x_mean, y_mean, m)
         f_has = fwd_best >= 0
     if st is not Strategy.FORWARD:
-        bwd_best, bwd_score = _best(score_candidates(bwd_sims, bwd_ids, y_mean, x_mean, m), bwd_ids)
+        bwd_best, bwd_score = _best_of_rows(bwd_sims, bwd_ids, y_mean, x_mean, m)
         b_has = bwd_best >= 0
 
     src_all = np.arange(n_src, dtype=np.int64)

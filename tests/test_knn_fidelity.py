@@ -64,6 +64,38 @@ def test_fuse_adds_pairs_found_the_other_way() -> None:
     np.testing.assert_array_equal(bd[:, 0], np.array([0.8999, 0.1, 0.5], np.float32))  # y0's own 0.8999
 
 
+@pytest.mark.parametrize("chunk", [1, 3, 64])
+def test_fuse_by_row_chunks_equals_pooling_everything_at_once(chunk: int) -> None:
+    """_fuse pools a chunk of rows at a time (memory): with ties, padding and pairs found both ways,
+    every chunk size gives what one pool of all the pairs gives."""
+    rng = np.random.default_rng(chunk)
+
+    def side(n: int, m: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        I = np.stack([rng.choice(m, size=k, replace=False) for _ in range(n)]).astype(np.int64)
+        D = (rng.integers(0, 5, (n, k)) / 4).astype(np.float32)  # many equal similarities
+        pad = rng.random((n, k)) < 0.1
+        I[pad], D[pad] = -1, -np.inf
+        return D, I
+
+    fwd, bwd = side(150, 90, 4), side(90, 150, 3)
+    bwd[1][:40, 0] = np.arange(40)  # pairs found both ways
+    whole = _fuse(fwd, bwd, chunk_rows=10**9)
+    for got, want in zip(_fuse(fwd, bwd, chunk_rows=chunk), whole):
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+    # and the pool itself: every row keeps its k best of the pairs naming it, either way
+    pairs: dict = {}
+    for r in range(150):
+        for c in range(3):
+            if bwd[1][r if r < 90 else 0, c] >= 0 and r < 90:
+                pairs.setdefault(int(bwd[1][r, c]), {}).setdefault(r, float(bwd[0][r, c]))
+    for x in range(150):
+        own = {int(i): float(d) for d, i in zip(*[a[x] for a in fwd]) if i >= 0}
+        pool = {**pairs.get(x, {}), **own}  # the row's own similarity wins for a pair found both ways
+        best = sorted(pool.items(), key=lambda t: (-t[1], t[0]))[:4]
+        assert [i for i, _ in best] == [int(i) for i in whole[0][1][x] if i >= 0]
+
+
 def test_score_error_bound_on_isotropic_data(iso: tuple[np.ndarray, np.ndarray, set]) -> None:
     x, y, truth = iso
     exact = _mine(x, y, "flat")

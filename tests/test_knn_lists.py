@@ -90,3 +90,29 @@ def test_sharing_assignments_between_directions_changes_nothing(monkeypatch: pyt
     for a, b in zip(got, want):
         np.testing.assert_array_equal(a[1], b[1])
         np.testing.assert_array_equal(a[0], b[0])
+
+
+@pytest.mark.parametrize("codes", ["SQfp16", "SQ8", "Flat"])
+def test_lists_sized_beforehand_hold_what_adding_block_by_block_holds(codes: str) -> None:
+    """_Coarse.build files every row first, sizes each list once (_reserve), then adds the codes:
+    each list holds the same ids and codes, in the same order, as FAISS adding the blocks as they come."""
+    import faiss
+
+    x, y = hubby(3000, 32, 50)
+    spec = f"IVF16,{codes}"
+    coarse = centred._Coarse.train(spec, [ArrayBlocks(x), ArrayBlocks(y)], None, 0, 700, fit=[0, 1])
+    built = coarse.build(ArrayBlocks(y), 1, 4, 700)
+    plain = faiss.clone_index(built)
+    plain.reset()
+    lists = coarse.quantizer.search(np.ascontiguousarray(y - coarse.means[1]), 1)[1].ravel()
+    for a in range(0, len(y), 700):  # block by block, as before
+        xb, lb = np.ascontiguousarray(y[a : a + 700]), np.ascontiguousarray(lists[a : a + 700], dtype=np.int64)
+        plain.add_core(len(xb), faiss.swig_ptr(xb), None, faiss.swig_ptr(lb))
+    assert built.ntotal == plain.ntotal == len(y)
+    for l in range(16):
+        n = built.invlists.list_size(l)
+        assert n == plain.invlists.list_size(l) == int((lists == l).sum())
+        ids = [faiss.rev_swig_ptr(ix.invlists.get_ids(l), n).copy() for ix in (built, plain)]
+        codes_ = [faiss.rev_swig_ptr(ix.invlists.get_codes(l), n * ix.invlists.code_size).copy() for ix in (built, plain)]
+        np.testing.assert_array_equal(ids[0], ids[1])
+        np.testing.assert_array_equal(codes_[0], codes_[1])

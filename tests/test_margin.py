@@ -148,6 +148,23 @@ def test_select_matches_reference(p: dict, margin: Margin, strategy: Strategy) -
 
 
 @fast
+@given(problems(), margins, strategies_, st.integers(1, 5))
+def test_select_scores_rows_a_chunk_at_a_time(p: dict, margin: Margin, strategy: Strategy, rows: int) -> None:
+    """select scores SCORE_ROWS rows at a time (memory at 10M rows): any chunk size, the reference pairs."""
+    S, k = p["S"], p["k"]
+    fwd, bwd = ref_neighbours(S, k), ref_neighbours(S.T, k)
+    fs, fi = knn_arrays(S, fwd, min(k, S.shape[1]), transpose=False)
+    bs, bi = knn_arrays(S, bwd, min(k, S.shape[0]), transpose=True)
+    before = margin_mod.SCORE_ROWS
+    margin_mod.SCORE_ROWS = rows
+    try:
+        got = as_tuples(select(fs, fi, bs, bi, margin, strategy))
+    finally:
+        margin_mod.SCORE_ROWS = before
+    assert same(got, ref_mine(S, fwd, bwd, margin, strategy))
+
+
+@fast
 @given(problems(), margins, strategies_, st.integers(0, 2**32 - 1))
 def test_select_ignores_padding(p: dict, margin: Margin, strategy: Strategy, seed: int) -> None:
     """FAISS pads short result lists with id -1: the padded columns must count for nothing."""

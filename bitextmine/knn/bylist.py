@@ -29,7 +29,7 @@ import numpy as np
 
 from .sources import BlockSource, _blocks
 from .tiles import _sort_key, bf16_slack, estimate32, norm4, precision, torch_fp32
-from .workers import SHARES, _canonical, _single_blas, _torch_single, _Workers
+from .workers import SHARES, _canonical, _single_blas, _torch_single, _Workers, release_free_memory
 
 
 def _ivf_of(index: Any) -> Any:
@@ -178,6 +178,7 @@ def _search_ivf_by_list(
                 progress(m)
             q0 += m
             del lists, q, found
+            release_free_memory()
     return D, I
 
 

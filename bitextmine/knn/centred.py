@@ -22,7 +22,7 @@ from ..errors import InputError
 from .bylist import _assign, _search_ivf_by_list
 from .policy import _auto_nprobe, _default_train_size, _ivf_query_rows
 from .sources import BlockSource, _blocks, _sample_rows
-from .workers import _Workers
+from .workers import _Workers, release_free_memory
 
 _CENTRED = re.compile(r"^IVF(\d+),(Flat|SQfp16|SQbf16|SQ8|SQ6|SQ4)$", re.IGNORECASE)
 #: How the lists are drawn: "l2" (k-means with L2 distances), "spherical" (unit centroids: a vector
@@ -133,26 +133,29 @@ class _Coarse:
             filed = None
         keep = self.share and filed is None and len(db) * nprobe * 4 <= PROBE_CACHE
         probes = np.empty((len(db), nprobe), np.int32) if keep else None
-        record = np.empty(len(db), np.int32) if self.share and filed is None else None  # filed again without assigning
         with _Workers() as workers:
-            r0 = 0
-            for xb in _blocks(db, block_rows):
-                r1 = r0 + len(xb)
-                if filed is not None:
-                    lists = filed[r0:r1].astype(np.int64)
-                elif probes is not None:  # this side is probed the other way: assign its probes now
-                    probes[r0:r1] = _assign(self.quantizer, xb - self.means[side], nprobe, workers)
-                    lists = probes[r0:r1, 0].astype(np.int64)
-                else:
-                    lists = _assign(self.quantizer, xb - self.means[side], 1, workers).ravel()
-                if record is not None:
-                    record[r0:r1] = lists
-                ivf.add_core(len(xb), faiss.swig_ptr(xb), None, faiss.swig_ptr(lists))
-                r0 = r1
+            if filed is None:  # first pass: the list of every row (and its probes, when they are kept)
+                filed, r0 = np.empty(len(db), np.int32), 0
+                for xb in _blocks(db, block_rows):
+                    r1 = r0 + len(xb)
+                    if probes is not None:  # this side is probed the other way: assign its probes now
+                        probes[r0:r1] = _assign(self.quantizer, xb - self.means[side], nprobe, workers)
+                        filed[r0:r1] = probes[r0:r1, 0]
+                    else:
+                        filed[r0:r1] = _assign(self.quantizer, xb - self.means[side], 1, workers).ravel()
+                    r0 = r1
+                if self.share:
+                    self._filed[side] = filed  # filed again without assigning
+        _reserve(ivf, filed)
+        r0 = 0
+        for xb in _blocks(db, block_rows):  # second pass: the codes, into lists sized beforehand
+            r1 = r0 + len(xb)
+            lists = filed[r0:r1].astype(np.int64)
+            ivf.add_core(len(xb), faiss.swig_ptr(xb), None, faiss.swig_ptr(lists))
+            r0 = r1
+        release_free_memory()
         if probes is not None:
             self._probes[(side, nprobe)] = probes
-        if record is not None:
-            self._filed[side] = record
         return ivf
 
     def _probe(self, side: int, n: int, nprobe: int) -> Callable[[int, np.ndarray, _Workers], np.ndarray]:
@@ -187,6 +190,20 @@ class _Coarse:
         finally:
             del ivf
             self._probes.pop((q_side, nprobe), None)  # each side is probed once
+            release_free_memory()
+
+
+def _reserve(ivf: faiss.IndexIVF, filed: np.ndarray) -> None:
+    """Each inverted list of ``ivf`` (in memory) given room for exactly the rows ``filed`` under it.
+    Lists filled block by block grow by doubling and end up to twice their size (11% over the codes
+    at 1M vectors in 4,096 lists); sized once, they hold the codes and ids and nothing more."""
+    lists = faiss.downcast_InvertedLists(ivf.invlists)
+    if not isinstance(lists, faiss.ArrayInvertedLists):
+        return
+    counts = np.bincount(filed[filed >= 0], minlength=int(ivf.nlist))
+    for l in np.flatnonzero(counts).tolist():
+        lists.resize(l, int(counts[l]))  # from empty: capacity = size
+        lists.resize(l, 0)  # keeps the capacity
 
 
 def _kmeans(train: np.ndarray, nlist: int, seed: int, spherical: bool, init: np.ndarray | None = None,

@@ -20,22 +20,41 @@ from .workers import _canonical
 Knn = tuple[np.ndarray, np.ndarray]
 
 
-def _fuse(fwd: Knn, bwd: Knn) -> tuple[Knn, Knn]:
+#: Rows pooled at a time: memory grows with the rows of a chunk, not with the sets (~60 bytes an
+#: entry while sorted, 2k entries a row: ~0.5 GiB a chunk at k = 4, where the whole 10M x 10M pool
+#: at once took ~5 GiB). Results do not depend on it.
+CHUNK_ROWS = 1 << 20
+
+
+def _fuse(fwd: Knn, bwd: Knn, chunk_rows: int = CHUNK_ROWS) -> tuple[Knn, Knn]:
     """``(fwd, bwd)`` with each row's neighbours taken from both directions' pairs (k best, canonical order)."""
     (fd, fi), (bd, bi) = fwd, bwd
-    nx, ny = len(fd), len(bd)
-    if nx == 0 or ny == 0 or fd.shape[1] == 0 or bd.shape[1] == 0:
+    if len(fd) == 0 or len(bd) == 0 or fd.shape[1] == 0 or bd.shape[1] == 0:
         return fwd, bwd
-    # every pair found in either direction, as (x, y, sim)
-    fx = np.repeat(np.arange(nx, dtype=np.int64), fd.shape[1])
-    by = np.repeat(np.arange(ny, dtype=np.int64), bd.shape[1])
-    xs = np.concatenate([fx, bi.ravel()])
-    ys = np.concatenate([fi.ravel(), by])
-    ss = np.concatenate([fd.ravel(), bd.ravel()])
-    own = np.concatenate([np.ones(len(fx), bool), np.zeros(len(by), bool)])  # found by x's own search
-    ok = (xs >= 0) & (ys >= 0)
-    xs, ys, ss, own = xs[ok], ys[ok], ss[ok], own[ok]
-    return _top(xs, ys, ss, own, nx, fd.shape[1]), _top(ys, xs, ss, ~own, ny, bd.shape[1])
+    return _pooled(fd, fi, bd, bi, chunk_rows), _pooled(bd, bi, fd, fi, chunk_rows)
+
+
+def _pooled(d: np.ndarray, i: np.ndarray, od: np.ndarray, oi: np.ndarray, chunk_rows: int) -> Knn:
+    """Each row's k best of its own search's pairs (``d``, ``i``: (n, k)) and of the other side's
+    pairs that name it (``od``, ``oi``: (m, k') ids into this side), ``chunk_rows`` rows at a time."""
+    n, k = d.shape
+    D = np.empty((n, k), dtype=np.float32)
+    I = np.empty((n, k), dtype=np.int64)
+    flat_oi, flat_od = oi.ravel(), od.ravel()
+    for a in range(0, n, max(1, int(chunk_rows))):
+        b = min(n, a + max(1, int(chunk_rows)))
+        rows = np.repeat(np.arange(b - a, dtype=np.int64), k)
+        cols = i[a:b].ravel().astype(np.int64, copy=False)
+        sims = d[a:b].ravel()
+        at = np.flatnonzero((flat_oi >= a) & (flat_oi < b))  # the other side's pairs naming these rows
+        rows = np.concatenate([rows, flat_oi[at].astype(np.int64) - a])
+        cols = np.concatenate([cols, at // oi.shape[1]])
+        sims = np.concatenate([sims, flat_od[at]])
+        own = np.zeros(len(rows), bool)
+        own[: (b - a) * k] = True  # found by the row's own search
+        ok = cols >= 0
+        D[a:b], I[a:b] = _top(rows[ok], cols[ok], sims[ok], own[ok], b - a, k)
+    return D, I
 
 
 def _top(rows: np.ndarray, cols: np.ndarray, sims: np.ndarray, own: np.ndarray, n: int, k: int) -> Knn:
