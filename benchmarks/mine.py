@@ -19,7 +19,10 @@ anonymous and file-backed pages, so memory-mapped shard pages count) and peak an
   ``--exact-max`` (its time grows as N^2; estimated from the largest exact run instead);
 * ``auto``: ``mine_stores`` with ``index="auto"`` (exact below 100k, IVF above: see
   ``bitextmine.knn.auto_index``); ``auto@BYTES`` (e.g. ``auto@5e8``) the same with that memory
-  budget, which picks the index tier (SQfp16, SQ8, OPQ/PQ codes);
+  budget, which picks the index tier (SQfp16, SQ8, OPQ/PQ codes); a ``:nprobe=P`` suffix (``auto:nprobe=8``,
+  ``auto@2e9:nprobe=8``) probes P lists instead of auto's choice: the same index, data and memory (the
+  inverted lists, the k-NN lists, the pooling and scoring of N rows) at a fraction of the scan, for a
+  memory run at a size whose full search would take too long;
 * ``baseline``: a straightforward exact FAISS ``IndexFlatIP`` over all vectors loaded as float32,
   plus the ratio margin and the max strategy in numpy and a Python loop (LASER's recipe);
   skipped above ``--exact-max`` too.
@@ -174,30 +177,34 @@ def child(method: str, src: str, tgt: str, out: str, threads: int, block_rows: i
     if method == "baseline":
         pairs = baseline(xs, ys, k=4)
     else:
-        index = "flat" if method == "exact" else "auto"
-        budget = int(float(method.split("@", 1)[1])) if method.startswith("auto@") else None
+        name, _, probes = method.partition(":nprobe=")
+        index = "flat" if name == "exact" else "auto"
+        budget = int(float(name.split("@", 1)[1])) if name.startswith("auto@") else None
+        nprobe = int(probes) if probes else None
         from bitextmine.knn import auto_index
 
         if index == "auto":
             spec, params = auto_index(len(ys), ys.dim, memory_budget=budget)
-            info["index"] = {"spec": spec, **params, "memory_budget": budget}
-        res = mine_stores(xs, ys, MineOptions(k=4, index=index, block_rows=block_rows, memory_budget=budget))
+            info["index"] = {"spec": spec, **params, "memory_budget": budget, **({"nprobe": nprobe} if nprobe else {})}
+        res = mine_stores(xs, ys, MineOptions(k=4, index=index, block_rows=block_rows, memory_budget=budget, nprobe=nprobe))
         pairs = np.stack([res.pairs.src, res.pairs.tgt], 1)
     seconds = time.perf_counter() - t
     np.save(out, pairs)
     print(json.dumps({"method": method, "seconds": round(seconds, 1), "open_seconds": round(opened, 1),
                       "peak_rss_mib": round(peak_rss_mib(), 1), "peak_rss_after_open_mib": round(rss_open, 1),
-                      "peak_anon_mib": anon.stop(), "pairs": int(len(pairs)), **info}))
+                      "peak_anon_mib": anon.stop(), "peak_anon_mib_by_phase": anon.by_phase(), "pairs": int(len(pairs)), **info}))
 
 
 class _AnonPeak:
     """Largest RssAnon (memory the process owns, without the stores' file pages) sampled every 0.2 s
-    on a thread; None off Linux."""
+    on a thread, overall and by phase (:data:`PHASES`: the innermost bitextmine function the main
+    thread is in when sampled); None off Linux."""
 
     def __init__(self) -> None:
         import threading
 
-        self.peak, self.done = 0, threading.Event()
+        self.peak, self.done, self.main = 0, threading.Event(), threading.get_ident()
+        self.phases: dict[str, int] = {}
         self.ok = Path("/proc/self/status").is_file()
         if self.ok:
             threading.Thread(target=self._run, daemon=True).start()
@@ -208,13 +215,33 @@ class _AnonPeak:
                 return int(line.split()[1])
         return 0
 
+    def _phase(self) -> str:
+        f = sys._current_frames().get(self.main)
+        while f is not None:
+            for name, where in PHASES:
+                if f.f_code.co_name == name and f.f_code.co_filename.endswith(where):
+                    return name.strip("_")
+            f = f.f_back
+        return "other"
+
     def _run(self) -> None:
         while not self.done.wait(0.2):
-            self.peak = max(self.peak, self._read())
+            now = self._read()
+            self.peak = max(self.peak, now)
+            phase = self._phase()
+            self.phases[phase] = max(self.phases.get(phase, 0), now)
 
     def stop(self) -> float | None:
         self.done.set()
         return round(max(self.peak, self._read()) / 1024, 1) if self.ok else None
+
+    def by_phase(self) -> dict[str, float]:
+        return {k: round(v / 1024, 1) for k, v in self.phases.items()}
+
+
+#: (function, file) of the phases whose peak anonymous memory is reported, innermost first.
+PHASES = [("train", "knn/centred.py"), ("build", "knn/centred.py"), ("_search_ivf_by_list", "knn/bylist.py"),
+          ("_fuse", "knn/fuse.py"), ("select", "bitextmine/margin.py"), ("_refine", "bitextmine/mining.py")]
 
 
 def baseline(xs, ys, k: int) -> np.ndarray:
