@@ -280,11 +280,10 @@ def _greedy_one_to_one(src: np.ndarray, tgt: np.ndarray, n_src: int, n_tgt: int)
 SCORE_ROWS = 1 << 20
 
 
-def _best_of_rows(sims: np.ndarray, ids: np.ndarray, x_mean: np.ndarray, y_mean: np.ndarray, margin: Margin,
-                  rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_best` of :func:`score_candidates`, ``rows`` (default :data:`SCORE_ROWS`) rows at a time
-    (each row is scored on its own)."""
-    n, rows = len(sims), max(1, int(rows or SCORE_ROWS))
+def _best_of_rows(sims: np.ndarray, ids: np.ndarray, x_mean: np.ndarray, y_mean: np.ndarray,
+                  margin: Margin) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_best` of :func:`score_candidates`, :data:`SCORE_ROWS` rows at a time (each row is scored on its own)."""
+    n, rows = len(sims), max(1, int(SCORE_ROWS))
     best, best_score = np.full(n, -1, dtype=np.int64), np.full(n, np.nan)
     for a in range(0, n, rows):
         b = min(n, a + rows)

@@ -85,10 +85,10 @@ def test_fuse_by_row_chunks_equals_pooling_everything_at_once(chunk: int) -> Non
         np.testing.assert_array_equal(got[1], want[1])
     # and the pool itself: every row keeps its k best of the pairs naming it, either way
     pairs: dict = {}
-    for r in range(150):
+    for y in range(90):  # the backward search's pairs, by the x they name
         for c in range(3):
-            if bwd[1][r if r < 90 else 0, c] >= 0 and r < 90:
-                pairs.setdefault(int(bwd[1][r, c]), {}).setdefault(r, float(bwd[0][r, c]))
+            if bwd[1][y, c] >= 0:
+                pairs.setdefault(int(bwd[1][y, c]), {})[y] = float(bwd[0][y, c])
     for x in range(150):
         own = {int(i): float(d) for d, i in zip(*[a[x] for a in fwd]) if i >= 0}
         pool = {**pairs.get(x, {}), **own}  # the row's own similarity wins for a pair found both ways

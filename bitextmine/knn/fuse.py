@@ -22,7 +22,7 @@ Knn = tuple[np.ndarray, np.ndarray]
 
 #: Rows pooled at a time: memory grows with the rows of a chunk, not with the sets (~60 bytes an
 #: entry while sorted, 2k entries a row: ~0.5 GiB a chunk at k = 4, where the whole 10M x 10M pool
-#: at once took ~5 GiB). Results do not depend on it.
+#: at once would be ~5 GiB, by that arithmetic). Results do not depend on it.
 CHUNK_ROWS = 1 << 20
 
 
@@ -41,8 +41,9 @@ def _pooled(d: np.ndarray, i: np.ndarray, od: np.ndarray, oi: np.ndarray, chunk_
     D = np.empty((n, k), dtype=np.float32)
     I = np.empty((n, k), dtype=np.int64)
     flat_oi, flat_od = oi.ravel(), od.ravel()
-    for a in range(0, n, max(1, int(chunk_rows))):
-        b = min(n, a + max(1, int(chunk_rows)))
+    step = max(1, int(chunk_rows))
+    for a in range(0, n, step):
+        b = min(n, a + step)
         rows = np.repeat(np.arange(b - a, dtype=np.int64), k)
         cols = i[a:b].ravel().astype(np.int64, copy=False)
         sims = d[a:b].ravel()
