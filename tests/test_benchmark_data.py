@@ -104,3 +104,29 @@ def test_a_pass_over_a_store_does_not_keep_its_file_pages_resident(bench_mine, t
     assert grown_kept > size_kib * 0.8, (grown_kept, size_kib)
     for a, b in zip(first, third):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or not Path("/proc/self/status").is_file(), reason="Linux /proc only")
+def test_a_sample_drawn_across_a_store_does_not_keep_its_file_pages_resident(bench_mine, tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Random rows from every part of a folder (an index's training sample touches nearly every page)
+    leave the pages of one chunk at most in resident memory; the rows are the same either way."""
+    import bitextmine.store as st
+
+    src, _, _ = bench_mine.write_folders(40_000, tmp_path, 0.5, 0, shard_size=10_000)
+    store = st.EmbeddingStore(src)
+    size_kib = len(store) * store.dim * 2 // 1024
+    rows = np.arange(0, len(store), 3)  # a row of every page
+
+    def sample() -> tuple[int, np.ndarray]:
+        before = _rss_file_kib()
+        got = store.embeddings(rows)
+        return _rss_file_kib() - before, got
+
+    grown, first = sample()
+    assert grown < size_kib / 3, (grown, size_kib)
+    np.testing.assert_array_equal(first[:, :4], np.concatenate(list(store.iter_blocks(4096)))[rows, :4])
+    monkeypatch.setattr(st, "_libc", None)  # without the release the pages stay: the check can fail
+    grown_kept, kept = sample()
+    assert grown_kept > size_kib * 0.8, (grown_kept, size_kib)
+    np.testing.assert_array_equal(first, kept)
