@@ -72,3 +72,40 @@ def test_ivf_behind_a_pre_transform_searches_in_the_transformed_space() -> None:
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     D, I = knn(x, x, 3, index="PCA16,IVF8,Flat", nprobe=8)
     assert D.shape == (400, 3) and (I[:, 0] == np.arange(400)).mean() > 0.95  # each vector finds itself
+
+
+@pytest.mark.parametrize("spec", ["IVF16,PQ8", "OPQ8,IVF16,PQ8", "PCA16,IVF16,Flat", "IVF16,SQ8", "OPQ8,IVF16,PQ8,ondisk"])
+def test_lists_filled_by_our_assignment_hold_what_faiss_add_holds(spec: str) -> None:
+    """ivf._fill assigns rows on the worker threads (through the pre-transforms, as FAISS applies them),
+    sizes the in-memory lists once, then adds the codes: every list holds the ids and codes, in the same
+    order, that FAISS's own ``add`` puts there block by block, and the top index counts every row."""
+    import faiss
+
+    from bitextmine.knn.ivf import _fill, _new_index
+    from bitextmine.knn.sources import ArrayBlocks
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3000, 32)).astype(np.float32)
+    index = _new_index(spec, 32)
+    index.train(x[:2000])
+    plain = faiss.clone_index(index) if not spec.endswith("ondisk") else None
+    filled, on_gpu = _fill(index, spec, ArrayBlocks(x), 4, False, 700)
+    assert not on_gpu and filled.ntotal == len(x)
+    if plain is None:  # on-disk lists: compare with an in-memory FAISS add
+        plain = _new_index(spec.removesuffix(",ondisk"), 32)
+        plain.train(x[:2000])
+    for a in range(0, len(x), 700):
+        plain.add(x[a : a + 700])
+    got, want = faiss.extract_index_ivf(filled), faiss.extract_index_ivf(plain)
+
+    def contents(ivf: faiss.IndexIVF, l: int) -> tuple[np.ndarray, np.ndarray]:
+        n = ivf.invlists.list_size(l)
+        ids = faiss.rev_swig_ptr(ivf.invlists.get_ids(l), n).copy()
+        codes = faiss.rev_swig_ptr(ivf.invlists.get_codes(l), n * ivf.code_size).copy()
+        return ids, codes
+
+    assert sum(got.invlists.list_size(l) for l in range(16)) == len(x)
+    for l in range(16):
+        (ids, codes), (ids_want, codes_want) = contents(got, l), contents(want, l)
+        np.testing.assert_array_equal(ids, ids_want)
+        np.testing.assert_array_equal(codes, codes_want)

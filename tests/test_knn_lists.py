@@ -94,7 +94,7 @@ def test_sharing_assignments_between_directions_changes_nothing(monkeypatch: pyt
 
 @pytest.mark.parametrize("codes", ["SQfp16", "SQ8", "Flat"])
 def test_lists_sized_beforehand_hold_what_adding_block_by_block_holds(codes: str) -> None:
-    """_Coarse.build files every row first, sizes each list once (_reserve), then adds the codes:
+    """_Coarse.build files every row first, sizes each list once (bylist.reserve_lists), then adds the codes:
     each list holds the same ids and codes, in the same order, as FAISS adding the blocks as they come."""
     import faiss
 

@@ -129,6 +129,19 @@ def _assign(quantizer: faiss.Index, x: np.ndarray, nprobe: int, workers: _Worker
     return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
+def reserve_lists(ivf: faiss.IndexIVF, filed: np.ndarray) -> None:
+    """Each inverted list of ``ivf`` (in memory) given room for exactly the rows ``filed`` under it.
+    Lists filled block by block grow by doubling and end up to twice their size (11% over the codes
+    at 1M vectors in 4,096 lists); sized once, they hold the codes and ids and nothing more."""
+    lists = faiss.downcast_InvertedLists(ivf.invlists)
+    if not isinstance(lists, faiss.ArrayInvertedLists):
+        return
+    counts = np.bincount(filed[filed >= 0], minlength=int(ivf.nlist))
+    for l in np.flatnonzero(counts).tolist():
+        lists.resize(l, int(counts[l]))  # from empty: capacity = size
+        lists.resize(l, 0)  # keeps the capacity
+
+
 def _search_ivf_by_list(
     ivf: faiss.IndexIVF, qs: BlockSource, k: int, query_rows: int, progress: Callable[[int], None] | None,
     shift: np.ndarray | None = None, probe: Callable[[int, np.ndarray, _Workers], np.ndarray] | None = None,

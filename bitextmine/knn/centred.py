@@ -19,7 +19,7 @@ import faiss
 import numpy as np
 
 from ..errors import InputError
-from .bylist import _assign, _search_ivf_by_list
+from .bylist import _assign, _search_ivf_by_list, reserve_lists
 from .policy import _auto_nprobe, _default_train_size, _ivf_query_rows
 from .sources import BlockSource, _blocks, _sample_rows
 from .workers import _Workers, release_free_memory
@@ -146,7 +146,7 @@ class _Coarse:
                     r0 = r1
                 if self.share:
                     self._filed[side] = filed  # filed again without assigning
-        _reserve(ivf, filed)
+        reserve_lists(ivf, filed)
         r0 = 0
         for xb in _blocks(db, block_rows):  # second pass: the codes, into lists sized beforehand
             r1 = r0 + len(xb)
@@ -191,19 +191,6 @@ class _Coarse:
             del ivf
             self._probes.pop((q_side, nprobe), None)  # each side is probed once
             release_free_memory()
-
-
-def _reserve(ivf: faiss.IndexIVF, filed: np.ndarray) -> None:
-    """Each inverted list of ``ivf`` (in memory) given room for exactly the rows ``filed`` under it.
-    Lists filled block by block grow by doubling and end up to twice their size (11% over the codes
-    at 1M vectors in 4,096 lists); sized once, they hold the codes and ids and nothing more."""
-    lists = faiss.downcast_InvertedLists(ivf.invlists)
-    if not isinstance(lists, faiss.ArrayInvertedLists):
-        return
-    counts = np.bincount(filed[filed >= 0], minlength=int(ivf.nlist))
-    for l in np.flatnonzero(counts).tolist():
-        lists.resize(l, int(counts[l]))  # from empty: capacity = size
-        lists.resize(l, 0)  # keeps the capacity
 
 
 def _kmeans(train: np.ndarray, nlist: int, seed: int, spherical: bool, init: np.ndarray | None = None,

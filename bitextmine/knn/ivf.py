@@ -3,10 +3,10 @@
 An index is made from its factory string with ``METRIC_INNER_PRODUCT`` (:func:`_new_index`),
 trained on a random sample of the database (:func:`_train`; split evenly over both sides when
 :func:`knn_pair` trains one index for both directions), filled block by block (:func:`_fill`) and
-searched block by block (:func:`_search`). On the CPU, IVF indexes with flat or scalar-quantised
-codes are filled with the worker threads' own list assignment and searched list by list
-(:mod:`.bylist`; product codes and linear pre-transforms such as OPQ too); everything else, GPU
-indexes included, runs FAISS's own ``add`` and ``search``.
+searched block by block (:func:`_search`). On the CPU, IVF indexes with flat, scalar-quantised or
+product codes, alone or behind linear pre-transforms such as OPQ, are filled with the worker threads'
+own list assignment into lists sized beforehand (:func:`_fill_lists`) and searched list by list
+(:mod:`.bylist`); everything else, GPU indexes included, runs FAISS's own ``add`` and ``search``.
 """
 from __future__ import annotations
 
@@ -24,11 +24,11 @@ import faiss
 import numpy as np
 
 from ..errors import InputError
-from .bylist import _assign, _by_list, _ivf_of, _search_ivf_by_list, _Transformed
+from .bylist import _assign, _by_list, _ivf_of, _search_ivf_by_list, _Transformed, reserve_lists
 from .gpu import _to_gpus, _warn_once
 from .policy import _auto_nprobe, _default_train_size, _ivf_query_rows, split_on_disk
 from .sources import BlockSource, _blocks, _sample_rows
-from .workers import _canonical, _Workers
+from .workers import _canonical, _Workers, release_free_memory
 
 
 def _one_line(err: BaseException) -> str:
@@ -108,15 +108,11 @@ def _fill(index: faiss.Index, spec: str, db: BlockSource, nprobe: int | None, gp
         except RuntimeError:
             _warn_once(f"type:{spec}", f"FAISS index {spec!r} has no GPU version; searching on the CPU")
     target = None if on_gpu else _by_list(index)
-    # the IVF itself (no pre-transform) searched by list: fill with our own assignment
-    direct = target is not None and target[1] is None
-    ivf = target[0] if direct else None
-    with _Workers(None if direct else 1) as workers, (_quiet_stdout() if disk else contextlib.nullcontext()):
-        for xb in _blocks(db, block_rows):
-            if direct:  # assign on the worker threads, then store with the assignment given
-                lists = _assign(ivf.quantizer, xb, 1, workers).ravel()
-                ivf.add_core(len(xb), faiss.swig_ptr(xb), None, faiss.swig_ptr(lists))
-            else:
+    with _quiet_stdout() if disk else contextlib.nullcontext():
+        if target is not None:  # an IVF searched by list (behind linear pre-transforms or not): our own assignment
+            _fill_lists(index, target[0], db, block_rows)
+        else:
+            for xb in _blocks(db, block_rows):
                 index.add(xb)
     if nprobe is not None:
         space = faiss.GpuParameterSpace() if on_gpu else faiss.ParameterSpace()
@@ -125,6 +121,41 @@ def _fill(index: faiss.Index, spec: str, db: BlockSource, nprobe: int | None, gp
         except RuntimeError:
             raise InputError(f"{{param}} does not apply to FAISS index {spec!r} (it has no inverted lists)", param="nprobe") from None
     return index, on_gpu
+
+
+def _fill_lists(index: faiss.Index, ivf: faiss.IndexIVF, db: BlockSource, block_rows: int) -> None:
+    """The database into ``ivf``'s inverted lists; ``index`` is ``ivf`` itself or ``ivf`` behind linear
+    pre-transforms (OPQ, PCA), applied to each block as FAISS's ``add`` applies them. The worker threads
+    assign each row to its list. Lists in memory are sized once beforehand (:func:`.bylist.reserve_lists`:
+    a first pass over the database assigns every row, 4 bytes each, the second stores the codes): filled
+    block by block, they grow by doubling and end up to twice the codes (product-code indexes, the tier
+    for the largest sets, included). On-disk lists are filled in one pass."""
+    top = faiss.downcast_index(index)
+    chain = [top.chain.at(i) for i in range(top.chain.size())] if top.this != ivf.this else []
+
+    def transformed(xb: np.ndarray) -> np.ndarray:
+        for vt in chain:
+            xb = vt.apply(xb)
+        return np.ascontiguousarray(xb, dtype=np.float32)
+
+    sized = isinstance(faiss.downcast_InvertedLists(ivf.invlists), faiss.ArrayInvertedLists)
+    filed = None
+    with _Workers() as workers:
+        if sized:
+            parts = [_assign(ivf.quantizer, transformed(xb), 1, workers).ravel().astype(np.int32) for xb in _blocks(db, block_rows)]
+            filed = np.concatenate(parts) if parts else np.zeros(0, np.int32)
+            del parts
+            reserve_lists(ivf, filed)
+        r0 = 0
+        for xb in _blocks(db, block_rows):
+            xt = transformed(xb)
+            r1 = r0 + len(xt)
+            lists = filed[r0:r1].astype(np.int64) if filed is not None else _assign(ivf.quantizer, xt, 1, workers).ravel()
+            ivf.add_core(len(xt), faiss.swig_ptr(xt), None, faiss.swig_ptr(lists))
+            r0 = r1
+    if chain:
+        top.ntotal = ivf.ntotal
+    release_free_memory()
 
 
 def _lists_on_disk(index: faiss.Index) -> None:
