@@ -142,7 +142,7 @@ class _SearchActor:
         for a, index in self.built.get(key, []):
             if plan["kind"] == "centred":
                 shift = self.plans[key].means[plan["sides"][0]]
-                d, i = _search_ivf_by_list(index, qs, k, _ivf_query_rows(block_rows, plan["nprobe"]), None, shift=shift)
+                d, i = _search_ivf_by_list(index, qs, k, _ivf_query_rows(block_rows, plan["nprobe"], qs.dim), None, shift=shift)
             else:
                 d, i = _search(index, False, qs, k, block_rows, None)
             D, I = _merge([D, d], [I, np.where(i >= 0, i + a, -1)], k)
@@ -261,7 +261,7 @@ class RaySearch:
                 raise InputError(f"{{param}} must be at least 1, got {nprobe}", param="nprobe")
             plan = {"kind": "centred", "spec": spec, "d": coarse.d, "centroids": coarse.quantizer.reconstruct_n(0, coarse.nlist),
                     "means": coarse.means, "samples": coarse.samples, "sides": sides, "nprobe": nprobe}
-            qrows = _ivf_query_rows(o.block_rows, nprobe)
+            qrows = _ivf_query_rows(o.block_rows, nprobe, qs.dim)
         else:
             _refuse_graph(spec)
             if shared is not None:
@@ -272,7 +272,7 @@ class RaySearch:
             # settings checked here, before any work is sent; the query blocks are those the local search reads
             probe, _ = _fill(faiss.clone_index(empty), spec, ArrayBlocks(np.empty((0, db.dim), np.float32)), nprobe, False, o.block_rows)
             target = _by_list(probe)
-            qrows = _ivf_query_rows(o.block_rows, int(target[0].nprobe)) if target is not None else o.block_rows
+            qrows = _ivf_query_rows(o.block_rows, int(target[0].nprobe), qs.dim) if target is not None else o.block_rows
             plan = {"kind": "faiss", "spec": spec, "index": faiss.serialize_index(empty), "nprobe": nprobe}
         return self._sharded(qs, db, k_eff, plan, qrows, o.block_rows, progress)
 

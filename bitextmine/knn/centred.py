@@ -185,7 +185,7 @@ class _Coarse:
             raise InputError(f"{{param}} must be at least 1, got {nprobe}", param="nprobe")
         ivf = self.build(db, d_side, nprobe, block_rows)
         try:
-            return _search_ivf_by_list(ivf, qs, k, _ivf_query_rows(block_rows, nprobe), progress,
+            return _search_ivf_by_list(ivf, qs, k, _ivf_query_rows(block_rows, nprobe, qs.dim), progress,
                                        probe=self._probe(q_side, len(qs), nprobe))
         finally:
             del ivf

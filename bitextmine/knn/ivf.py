@@ -198,7 +198,7 @@ def _search(index: Any, on_gpu: bool, qs: BlockSource, k: int, block_rows: int, 
     target = None if on_gpu else _by_list(index)
     if target is not None:
         ivf, transform = target
-        rows = _ivf_query_rows(block_rows, int(ivf.nprobe))
+        rows = _ivf_query_rows(block_rows, int(ivf.nprobe), qs.dim)
         return _search_ivf_by_list(ivf, qs if transform is None else _Transformed(qs, transform), k, rows, progress)
     return _search_blocks(index, qs, k, block_rows, progress)
 

@@ -38,9 +38,12 @@ AUTO_NPROBE_LARGE = 1 / 64
 AUTO_NPROBE_MIN, AUTO_NPROBE_MAX = 16, 256
 #: Query rows per block on the by-list IVF path: block_rows times this, but at most
 #: IVF_PROBES_PER_BLOCK / nprobe rows (bounds the (rows x nprobe) assignment arrays, ~30 bytes an entry:
-#: 65,536 rows at 64 probes, 16,384 at 256). Results do not depend on the block size.
+#: 65,536 rows at 64 probes, 16,384 at 256) and at most IVF_QUERY_BYTES of float32 queries (a block's
+#: working set holds a few arrays of the block's size: at 8 probes the probe bound alone allowed 262,144
+#: rows, ~1.5 GiB at 384-d in the 10M run). Results do not depend on the block size.
 IVF_QUERY_BLOCKS = 4
 IVF_PROBES_PER_BLOCK = 1 << 22
+IVF_QUERY_BYTES = 128 << 20
 #: Near-threshold rows (:mod:`bitextmine.refine`) are searched again probing this many times the lists
 #: the search probed, when that is at most a quarter of the lists (REFINE_SHARE_MAX); else exactly.
 #: At 1M (IVF4096, structured set, ``benchmarks/results/mine-probe-rank-1m.json``) the exact nearest
@@ -77,8 +80,9 @@ def check_disk(spec: str, n: int, dim: int, folder: str | None = None) -> None:
                          "or split the search over machines (--engine ray)", param="memory_budget")
 
 
-def _ivf_query_rows(block_rows: int, nprobe: int) -> int:
-    return max(1024, min(block_rows * IVF_QUERY_BLOCKS, IVF_PROBES_PER_BLOCK // max(1, nprobe)))
+def _ivf_query_rows(block_rows: int, nprobe: int, dim: int) -> int:
+    return max(1024, min(block_rows * IVF_QUERY_BLOCKS, IVF_PROBES_PER_BLOCK // max(1, nprobe),
+                         IVF_QUERY_BYTES // (4 * max(1, dim))))
 
 
 def default_memory_budget() -> int:
