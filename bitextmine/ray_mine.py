@@ -272,7 +272,7 @@ class RaySearch:
             # settings checked here, before any work is sent; the query blocks are those the local search reads
             probe, _ = _fill(faiss.clone_index(empty), spec, ArrayBlocks(np.empty((0, db.dim), np.float32)), nprobe, False, o.block_rows)
             target = _by_list(probe)
-            qrows = _ivf_query_rows(o.block_rows, int(target[0].nprobe), qs.dim) if target is not None else o.block_rows
+            qrows = _ivf_query_rows(o.block_rows, int(target[0].nprobe), max(qs.dim, int(target[0].d))) if target is not None else o.block_rows
             plan = {"kind": "faiss", "spec": spec, "index": faiss.serialize_index(empty), "nprobe": nprobe}
         return self._sharded(qs, db, k_eff, plan, qrows, o.block_rows, progress)
 

@@ -196,18 +196,20 @@ def test_cutting_held_entries_to_the_k_best_changes_no_bit(prec: str, monkeypatc
     np.testing.assert_array_equal(out[0][1], out[1][1])
 
 
-def test_query_blocks_are_bounded_by_bytes_whatever_the_probes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Few probes allow long query blocks by the probe bound alone (262,144 rows at 8 probes: ~1.5 GiB of
-    block-sized arrays at 384-d in the 10M run); the byte bound cuts them, and the neighbours do not change."""
+@pytest.mark.parametrize("spec,width", [("IVF16,SQfp16", 48), ("RR96,IVF16,Flat", 96)])
+def test_query_blocks_are_bounded_by_bytes_whatever_the_probes(spec: str, width: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Few probes allow long query blocks by the block and probe bounds (262,144 rows at 8 probes: ~1.5 GiB
+    of block-sized arrays at 384-d in the 10M run); the byte bound cuts them, counted at the widest of the
+    query rows and the rows searched (a pre-transform may widen them), and the neighbours do not change."""
     from bitextmine.knn import knn, policy
 
     x, y = _shared_mean(2500, 48, 7), _shared_mean(3000, 48, 8)
     seen: list[int] = []
-    D0, I0 = knn(x, y, 4, index="IVF16,SQfp16", nprobe=2, block_rows=4096, progress=seen.append)
+    D0, I0 = knn(x, y, 4, index=spec, nprobe=2, block_rows=4096, progress=seen.append)
     assert seen == [2500]  # 4 x 4096 rows allowed by the block and probe bounds
-    monkeypatch.setattr(policy, "IVF_QUERY_BYTES", 1024 * 4 * 48)
+    monkeypatch.setattr(policy, "IVF_QUERY_BYTES", 1500 * 4 * width)
     seen.clear()
-    D1, I1 = knn(x, y, 4, index="IVF16,SQfp16", nprobe=2, block_rows=4096, progress=seen.append)
-    assert seen == [1024, 1024, 452]
+    D1, I1 = knn(x, y, 4, index=spec, nprobe=2, block_rows=4096, progress=seen.append)
+    assert seen == [1500, 1000]
     np.testing.assert_array_equal(I0, I1)
     np.testing.assert_array_equal(D0, D1)

@@ -75,15 +75,19 @@ def test_ivf_behind_a_pre_transform_searches_in_the_transformed_space() -> None:
 
 
 @pytest.mark.parametrize("spec", ["IVF16,PQ8", "OPQ8,IVF16,PQ8", "PCA16,IVF16,Flat", "IVF16,SQ8", "OPQ8,IVF16,PQ8,ondisk"])
-def test_lists_filled_by_our_assignment_hold_what_faiss_add_holds(spec: str) -> None:
+def test_lists_filled_by_our_assignment_hold_what_faiss_add_holds(spec: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """ivf._fill assigns rows on the worker threads (through the pre-transforms, as FAISS applies them),
     sizes the in-memory lists once, then adds the codes: every list holds the ids and codes, in the same
     order, that FAISS's own ``add`` puts there block by block, and the top index counts every row."""
     import faiss
 
+    from bitextmine.knn import ivf
     from bitextmine.knn.ivf import _fill, _new_index
     from bitextmine.knn.sources import ArrayBlocks
 
+    sized: list[int] = []
+    reserve = ivf.reserve_lists
+    monkeypatch.setattr(ivf, "reserve_lists", lambda index, filed: (sized.append(len(filed)), reserve(index, filed)))
     rng = np.random.default_rng(5)
     x = rng.standard_normal((3000, 32)).astype(np.float32)
     index = _new_index(spec, 32)
@@ -91,6 +95,7 @@ def test_lists_filled_by_our_assignment_hold_what_faiss_add_holds(spec: str) -> 
     plain = faiss.clone_index(index) if not spec.endswith("ondisk") else None
     filled, on_gpu = _fill(index, spec, ArrayBlocks(x), 4, False, 700)
     assert not on_gpu and filled.ntotal == len(x)
+    assert sized == ([] if spec.endswith("ondisk") else [len(x)])  # in-memory lists sized once, for every row
     if plain is None:  # on-disk lists: compare with an in-memory FAISS add
         plain = _new_index(spec.removesuffix(",ondisk"), 32)
         plain.train(x[:2000])

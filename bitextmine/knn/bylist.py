@@ -136,6 +136,8 @@ def reserve_lists(ivf: faiss.IndexIVF, filed: np.ndarray) -> None:
     lists = faiss.downcast_InvertedLists(ivf.invlists)
     if not isinstance(lists, faiss.ArrayInvertedLists):
         return
+    if ivf.ntotal:
+        raise ValueError("reserve_lists sizes the lists of an empty index")
     counts = np.bincount(filed[filed >= 0], minlength=int(ivf.nlist))
     for l in np.flatnonzero(counts).tolist():
         lists.resize(l, int(counts[l]))  # from empty: capacity = size

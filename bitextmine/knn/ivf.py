@@ -5,7 +5,7 @@ trained on a random sample of the database (:func:`_train`; split evenly over bo
 :func:`knn_pair` trains one index for both directions), filled block by block (:func:`_fill`) and
 searched block by block (:func:`_search`). On the CPU, IVF indexes with flat, scalar-quantised or
 product codes, alone or behind linear pre-transforms such as OPQ, are filled with the worker threads'
-own list assignment into lists sized beforehand (:func:`_fill_lists`) and searched list by list
+own list assignment into lists sized beforehand in memory (:func:`_fill_lists`) and searched list by list
 (:mod:`.bylist`); everything else, GPU indexes included, runs FAISS's own ``add`` and ``search``.
 """
 from __future__ import annotations
@@ -198,8 +198,9 @@ def _search(index: Any, on_gpu: bool, qs: BlockSource, k: int, block_rows: int, 
     target = None if on_gpu else _by_list(index)
     if target is not None:
         ivf, transform = target
-        rows = _ivf_query_rows(block_rows, int(ivf.nprobe), qs.dim)
-        return _search_ivf_by_list(ivf, qs if transform is None else _Transformed(qs, transform), k, rows, progress)
+        src = qs if transform is None else _Transformed(qs, transform)
+        rows = _ivf_query_rows(block_rows, int(ivf.nprobe), max(qs.dim, src.dim))  # a pre-transform may widen the rows
+        return _search_ivf_by_list(ivf, src, k, rows, progress)
     return _search_blocks(index, qs, k, block_rows, progress)
 
 

@@ -39,8 +39,8 @@ AUTO_NPROBE_MIN, AUTO_NPROBE_MAX = 16, 256
 #: Query rows per block on the by-list IVF path: block_rows times this, but at most
 #: IVF_PROBES_PER_BLOCK / nprobe rows (bounds the (rows x nprobe) assignment arrays, ~30 bytes an entry:
 #: 65,536 rows at 64 probes, 16,384 at 256) and at most IVF_QUERY_BYTES of float32 queries (a block's
-#: working set holds a few arrays of the block's size: at 8 probes the probe bound alone allowed 262,144
-#: rows, ~1.5 GiB at 384-d in the 10M run). Results do not depend on the block size.
+#: working set holds a few arrays of the block's size: at 8 probes the block and probe bounds allowed
+#: 262,144 rows, ~1.5 GiB at 384-d in the 10M run). Results do not depend on the block size.
 IVF_QUERY_BLOCKS = 4
 IVF_PROBES_PER_BLOCK = 1 << 22
 IVF_QUERY_BYTES = 128 << 20
