@@ -80,7 +80,8 @@ class SearchOptions:
 
     index: ``"flat"`` (exact, blocked), ``"auto"`` (see :func:`auto_index`) or a FAISS factory string.
     block_rows: rows per query / database block (memory ~ 2 * block_rows * dim * 4 bytes on the flat
-        path; the by-list IVF path reads up to ``4 * block_rows`` query rows at a time, at most 4M / nprobe).
+        path; the by-list IVF path reads up to ``4 * block_rows`` query rows at a time, at most 4M / nprobe
+        and at most 128 MiB of float32 queries, ``policy.IVF_QUERY_BYTES``).
     nprobe: IVF lists probed (default: the auto rule's, :func:`.policy._auto_nprobe`: 64 from 1,024 to 4,096 lists); InputError if the index has none.
     train_size: training sample size (auto: ``min(nb, 32 * nlist)``; other factory strings
         ``min(nb, max(50_000, 39 * nlist))``); ``seed`` draws it.
