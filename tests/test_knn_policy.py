@@ -54,7 +54,7 @@ def test_the_tiers_follow_the_memory_budget() -> None:
 
 
 def test_an_on_disk_index_without_the_room_is_refused_before_any_work(tmp_path, monkeypatch) -> None:
-    """The free space of the temporary folder must hold twice the codes and ids (lists grow by doubling)."""
+    """The free space of the temporary folder must hold ON_DISK_ROOM (4) times the codes and ids."""
     import shutil
     import tempfile
     from collections import namedtuple
@@ -63,15 +63,37 @@ def test_an_on_disk_index_without_the_room_is_refused_before_any_work(tmp_path, 
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**12, 0, 2 * 10_000_000 * 72 - 1))
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**12, 0, policy.ON_DISK_ROOM * 10_000_000 * 72 - 1))
     with pytest.raises(InputError, match="on-disk index OPQ64,IVF16384,PQ64 of 10,000,000 vectors") as e:
         policy._resolve("auto", 10_000_000, 384, None, None, 100 * 2**20)
     assert e.value.param == "memory_budget" and "TMPDIR" in str(e.value) and str(tmp_path) in str(e.value)
     with pytest.raises(InputError, match="on-disk"):
         policy._resolve("IVF16384,PQ64,ondisk", 10_000_000, 384, None, None)
-    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**12, 0, 2 * 10_000_000 * 72))
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**12, 0, policy.ON_DISK_ROOM * 10_000_000 * 72))
     assert policy._resolve("auto", 10_000_000, 384, None, None, 100 * 2**20)[0].endswith(",ondisk")
     assert policy._resolve("auto", 10_000_000, 384, None, None, 8 * 2**30)[0] == "IVF16384,SQfp16"  # in memory: no check
+
+
+@pytest.mark.parametrize(("rows", "nlist"), [(20_000, 32), (50_000, 64)])
+def test_an_on_disk_index_writes_no_more_than_the_room_the_check_asks_for(tmp_path, monkeypatch, rows, nlist) -> None:
+    """check_disk asks for ON_DISK_ROOM times the codes and ids: the blocks the lists' file takes once the
+    database is in stay within it (FAISS grows the lists by doubling and frees their old room; at these
+    sizes 3.26x and 2.62x, over the 2x the check asked for before)."""
+    import tempfile
+
+    from bitextmine.knn import policy
+    from bitextmine.knn.ivf import _fill, _new_index, _train
+    from bitextmine.knn.sources import _as_source
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    x = np.random.default_rng(0).standard_normal((rows, 64), dtype=np.float32)
+    spec, db = f"IVF{nlist},PQ8,ondisk", _as_source(x, "db")
+    index = _new_index(spec, 64)
+    _train(index, spec, [db], 10_000, 0, 65_536, False)
+    built, _ = _fill(index, spec, db, 8, False, 65_536)
+    (path,) = tmp_path.iterdir()
+    written, data = path.stat().st_blocks * 512, rows * policy.code_bytes(spec, 64)
+    assert built.ntotal == rows and data < written <= policy.ON_DISK_ROOM * data, (written / data)
 
 
 def test_on_disk_lists_give_the_in_memory_neighbours_and_leave_no_file(tmp_path, monkeypatch) -> None:
