@@ -278,6 +278,25 @@ class OutputLock:
         self.release()
 
 
+def process_tag() -> str:
+    """``PID@HOST`` of this process, for names of temporary files that :func:`remove_dead_process_files` may sweep."""
+    import socket
+
+    host = "".join(c if c.isalnum() else "_" for c in socket.gethostname())
+    return f"{os.getpid()}@{host}"
+
+
+def remove_dead_process_files(folder: str | Path, prefix: str) -> None:
+    """Delete the files ``{prefix}{PID}@{HOST}-…`` in ``folder`` (names from :func:`process_tag`) left by
+    processes of this host that are gone: killed jobs leave their temporary files behind."""
+    host = process_tag().split("@", 1)[1]
+    for p in Path(folder).glob(f"{glob.escape(prefix)}*@{glob.escape(host)}-*"):
+        pid = p.name[len(prefix):].split("@", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            with contextlib.suppress(OSError):
+                p.unlink()
+
+
 def _pid_alive(pid: int) -> bool:
     if pid <= 0:
         return False

@@ -96,6 +96,29 @@ def test_an_on_disk_index_writes_no_more_than_the_room_the_check_asks_for(tmp_pa
     assert built.ntotal == rows and data < written <= policy.ON_DISK_ROOM * data, (written / data)
 
 
+def test_on_disk_lists_of_killed_jobs_are_removed_by_the_next_one(tmp_path, monkeypatch) -> None:
+    """A job killed mid-search leaves its lists' file (no finaliser runs); the next on-disk index on the
+    host removes those of processes that are gone, and leaves a live process's and other hosts' alone."""
+    import gc
+    import tempfile
+
+    from bitextmine import fs
+    from bitextmine.knn.ivf import LISTS_PREFIX
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    tag = fs.process_tag()
+    host = tag.split("@", 1)[1]
+    dead = tmp_path / f"{LISTS_PREFIX}999999999@{host}-abc.ivfdata"
+    live = tmp_path / f"{LISTS_PREFIX}{tag}-abc.ivfdata"
+    elsewhere = tmp_path / f"{LISTS_PREFIX}999999999@another_{host}-abc.ivfdata"
+    for p in (dead, live, elsewhere):
+        p.write_bytes(b"\0" * 64)
+    xb = np.random.default_rng(0).normal(size=(2000, 32)).astype(np.float32)
+    knn(xb[:100], xb, 4, index="IVF16,PQ8,ondisk", nprobe=4, train_size=2000)
+    gc.collect()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, elsewhere.name])
+
+
 def test_on_disk_lists_give_the_in_memory_neighbours_and_leave_no_file(tmp_path, monkeypatch) -> None:
     """``,ondisk``: the same codes in a memory-mapped file under TMPDIR, searched by list to the same bits;
     the file is there while the index is, removed after; FAISS's resize messages never reach stdout."""

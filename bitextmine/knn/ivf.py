@@ -24,6 +24,7 @@ import faiss
 import numpy as np
 
 from ..errors import InputError
+from ..fs import process_tag, remove_dead_process_files
 from .bylist import _assign, _by_list, _ivf_of, _search_ivf_by_list, _Transformed, reserve_lists
 from .gpu import _to_gpus, _warn_once
 from .policy import _auto_nprobe, _default_train_size, _ivf_query_rows, split_on_disk
@@ -158,11 +159,18 @@ def _fill_lists(index: faiss.Index, ivf: faiss.IndexIVF, db: BlockSource, block_
     release_free_memory()
 
 
+#: Name start of on-disk lists' files in the temporary folder: ``bitextmine-lists-PID@HOST-RANDOM.ivfdata``.
+LISTS_PREFIX = "bitextmine-lists-"
+
+
 def _lists_on_disk(index: faiss.Index) -> None:
     """Give ``index``'s IVF (empty) inverted lists in a memory-mapped file in the temporary folder,
-    removed when ``index`` is dropped. The lists are read as from memory (:mod:`.bylist`)."""
+    removed when ``index`` is dropped. The lists are read as from memory (:mod:`.bylist`). A job killed
+    before that (SIGTERM, SIGKILL) leaves its file: the next on-disk index on the host removes the files
+    of processes that are gone."""
     ivf = faiss.extract_index_ivf(index)
-    fd, path = tempfile.mkstemp(prefix="bitextmine-lists-", suffix=".ivfdata")
+    remove_dead_process_files(tempfile.gettempdir(), LISTS_PREFIX)  # files of killed jobs (no finaliser ran)
+    fd, path = tempfile.mkstemp(prefix=f"{LISTS_PREFIX}{process_tag()}-", suffix=".ivfdata")
     os.close(fd)
     lists = faiss.OnDiskInvertedLists(ivf.nlist, ivf.code_size, path)
     lists.this.disown()  # the index owns it from here
