@@ -97,13 +97,13 @@ def test_an_on_disk_index_writes_no_more_than_the_room_the_check_asks_for(tmp_pa
 
 
 def test_on_disk_lists_of_killed_jobs_are_removed_by_the_next_one(tmp_path, monkeypatch) -> None:
-    """A job killed mid-search leaves its lists' file (no finaliser runs); the next on-disk index on the
-    host removes those of processes that are gone, and leaves a live process's and other hosts' alone."""
+    """A job killed mid-search leaves its lists' file (no finaliser runs); the next on-disk check or index on
+    the host removes those of processes that are gone, and leaves a live process's and other hosts' alone."""
     import gc
     import tempfile
 
     from bitextmine import fs
-    from bitextmine.knn.ivf import LISTS_PREFIX
+    from bitextmine.knn.policy import LISTS_PREFIX, check_disk
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     tag = fs.process_tag()
@@ -113,6 +113,9 @@ def test_on_disk_lists_of_killed_jobs_are_removed_by_the_next_one(tmp_path, monk
     elsewhere = tmp_path / f"{LISTS_PREFIX}999999999@another_{host}-abc.ivfdata"
     for p in (dead, live, elsewhere):
         p.write_bytes(b"\0" * 64)
+    check_disk("IVF16,PQ8,ondisk", 2000, 32)  # the check before any work sweeps first: their room is free
+    assert not dead.exists() and live.exists() and elsewhere.exists()
+    dead.write_bytes(b"\0" * 64)  # and the index itself, where the check did not run (a Ray worker's TMPDIR)
     xb = np.random.default_rng(0).normal(size=(2000, 32)).astype(np.float32)
     knn(xb[:100], xb, 4, index="IVF16,PQ8,ondisk", nprobe=4, train_size=2000)
     gc.collect()

@@ -27,7 +27,7 @@ from ..errors import InputError
 from ..fs import process_tag, remove_dead_process_files
 from .bylist import _assign, _by_list, _ivf_of, _search_ivf_by_list, _Transformed, reserve_lists
 from .gpu import _to_gpus, _warn_once
-from .policy import _auto_nprobe, _default_train_size, _ivf_query_rows, split_on_disk
+from .policy import LISTS_PREFIX, _auto_nprobe, _default_train_size, _ivf_query_rows, split_on_disk
 from .sources import BlockSource, _blocks, _sample_rows
 from .workers import _canonical, _Workers, release_free_memory
 
@@ -157,10 +157,6 @@ def _fill_lists(index: faiss.Index, ivf: faiss.IndexIVF, db: BlockSource, block_
     if chain:
         top.ntotal = ivf.ntotal
     release_free_memory()
-
-
-#: Name start of on-disk lists' files in the temporary folder: ``bitextmine-lists-PID@HOST-RANDOM.ivfdata``.
-LISTS_PREFIX = "bitextmine-lists-"
 
 
 def _lists_on_disk(index: faiss.Index) -> None:

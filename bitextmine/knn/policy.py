@@ -14,6 +14,7 @@ import shutil
 import tempfile
 
 from ..errors import InputError, MismatchError
+from ..fs import remove_dead_process_files
 from .sources import BlockSource
 
 #: ``auto`` uses exact search below this many database vectors.
@@ -53,6 +54,8 @@ REFINE_SHARE_MAX = 0.25
 #: A factory string ending in this keeps its inverted lists (codes and ids) in a memory-mapped file in the
 #: temporary folder (``TMPDIR``) instead of memory: ``auto``'s last tier, or a user's ``"IVF65536,PQ64,ondisk"``.
 ON_DISK = ",ondisk"
+#: Name start of on-disk lists' files in the temporary folder: ``bitextmine-lists-PID@HOST-RANDOM.ivfdata``.
+LISTS_PREFIX = "bitextmine-lists-"
 #: Disk an on-disk index may take, as a multiple of its codes and ids. FAISS's on-disk lists grow by doubling:
 #: a list's room is the power of two at or above its size (< 2x its codes), and each time it doubles its old
 #: room is freed, to be reused by other lists or not (at most 1 + 2 + ... + room/2 < its room again): the
@@ -72,12 +75,14 @@ def split_on_disk(spec: str) -> tuple[str, bool]:
 
 def check_disk(spec: str, n: int, dim: int, folder: str | None = None) -> None:
     """Refuse, before any work, an on-disk index whose file may not fit the free space of ``folder``
-    (default: the temporary folder): up to :data:`ON_DISK_ROOM` times its codes and ids."""
+    (default: the temporary folder): up to :data:`ON_DISK_ROOM` times its codes and ids. Lists' files left
+    there by killed jobs of this host are removed first (:func:`..fs.remove_dead_process_files`)."""
     bare, disk = split_on_disk(spec)
     per = code_bytes(bare, dim)
     if not disk or per is None:
         return
     folder = folder or tempfile.gettempdir()
+    remove_dead_process_files(folder, LISTS_PREFIX)  # killed jobs' files: their room counts as free
     need, free = ON_DISK_ROOM * n * per, shutil.disk_usage(folder).free
     if need > free:
         raise InputError(f"the on-disk index {bare} of {n:,} vectors may need {need / 2**30:.1f} GiB in {folder}, "
