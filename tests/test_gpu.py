@@ -86,22 +86,59 @@ def test_cli_encode_on_cuda_equals_cpu(tiny_model, tmp_path) -> None:
 
 
 def test_faiss_on_a_gpu_host(tiny_model) -> None:
-    """With faiss-gpu: GPU search equals CPU search. With CPU-only FAISS on a GPU host: a warning, CPU results."""
+    """FAISS indexes: with faiss-gpu, GPU search equals CPU search; with CPU-only FAISS on a GPU host, a warning and CPU results."""
     rng = np.random.default_rng(0)
     xb = rng.standard_normal((3000, 64)).astype(np.float32)
     xq = rng.standard_normal((500, 64)).astype(np.float32)
     xb /= np.linalg.norm(xb, axis=1, keepdims=True)
     xq /= np.linalg.norm(xq, axis=1, keepdims=True)
-    D0, I0 = knn(xq, xb, 4, use_gpu=False)
+    D0, I0 = knn(xq, xb, 4, index="IVF16,Flat", nprobe=16, use_gpu=False)
     if knn_gpu._num_gpus() > 0:
         with warnings.catch_warnings():
             warnings.simplefilter("error", GpuFallbackWarning)
-            D, I = knn(xq, xb, 4)
+            D, I = knn(xq, xb, 4, index="IVF16,Flat", nprobe=16)
         np.testing.assert_allclose(D, D0, atol=1e-4)
         assert (I == I0).mean() > 0.99
     else:
         assert knn_gpu._gpu_device_present()
         knn_gpu._warned.clear()
         with pytest.warns(GpuFallbackWarning, match="faiss-gpu"):
-            D, I = knn(xq, xb, 4)
+            D, I = knn(xq, xb, 4, index="IVF16,Flat", nprobe=16)
         np.testing.assert_array_equal(I, I0)
+
+
+@pytest.mark.parametrize("mean", [0.0, 2.0])
+def test_exact_search_on_cuda_equals_float32_on_the_cpu(mean: float) -> None:
+    """knn_pair's exact and auto searches run on the GPU (bf16 candidates, float32 re-score) with the
+    neighbours of float32 exact search on the CPU and its similarities to float32 rounding."""
+    import bitextmine.knn.device as dev
+    from bitextmine.knn import knn_pair
+
+    rng = np.random.default_rng(1)
+    d = 384
+    x = rng.standard_normal((20000, d)).astype(np.float32) + mean / np.sqrt(d)
+    y = np.concatenate([x[:10000] + 0.5 * rng.standard_normal((10000, d)).astype(np.float32),
+                        rng.standard_normal((15000, d)).astype(np.float32) + mean / np.sqrt(d)])
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    y /= np.linalg.norm(y, axis=1, keepdims=True)
+    assert dev.cuda_devices()
+    (cd, ci), (bd, bi) = knn_pair(x, y, 4, index="flat", use_gpu=False)
+    stats: dict = {}
+    seen = []
+    real = dev.device_search
+
+    def spy(*a, **kw):
+        seen.append(a[5])
+        return real(*a, **kw, stats=stats)
+
+    dev.device_search = spy
+    try:
+        for index in ("flat", "auto"):
+            (gd, gi), (hd, hi) = knn_pair(x, y, 4, index=index)
+            for D0, I0, D1, I1 in ((cd, ci, gd, gi), (bd, bi, hd, hi)):
+                np.testing.assert_allclose(D1, D0, atol=1e-5)
+                assert (I1 == I0).mean() > 0.9999
+    finally:
+        dev.device_search = real
+    assert all(d_.type == "cuda" for devs in seen for d_ in devs) and len(seen) == 4
+    assert stats["fallback_rows"] < 0.05 * 4 * 45000

@@ -51,12 +51,13 @@ from typing import Any
 import faiss
 import numpy as np
 
+from . import device as _device
 from .centred import _centred_spec, _Coarse
 from .flat import _flat_knn
 from .fuse import _fuse
 from .gpu import GpuFallbackWarning, _use_gpus
 from .ivf import _fill, _new_index, _search, _train
-from .pairwise import exact_search
+from .pairwise import _centre, exact_search
 
 # Re-exported for code that reads them here; the search itself uses .policy's and .gpu's own
 # (patch those modules, not this one, to change the auto rule or the GPU detection in a test).
@@ -123,6 +124,9 @@ def knn(
     qs = _as_source(queries, "queries")
     db = _as_source(database, "database")
     _check(qs, db, k, o.block_rows)
+    devices = _device_plan(o.index, len(db), db.dim, o.use_gpu, o.block_rows)
+    if devices:
+        return _on_devices(qs, db, k, devices, o.block_rows, progress, _centre(qs, db, o.block_rows))
     gpu = _use_gpus(o.use_gpu)
     resolved = _resolve(o.index, len(db), db.dim, o.nprobe, o.train_size, o.memory_budget)
     return _one_way(qs, db, k, resolved, gpu, o.seed, o.block_rows, progress)
@@ -154,6 +158,11 @@ def knn_pair(
     xs = _as_source(x, "x")
     ys = _as_source(y, "y")
     _check(xs, ys, k, block_rows)
+    devices = _device_plan(index, max(len(xs), len(ys)), xs.dim, o.use_gpu, block_rows)
+    if devices:  # exact on the GPUs, each direction on its own (the database sharded over them)
+        mu = _centre(xs, ys, block_rows)
+        return (_on_devices(xs, ys, k, devices, block_rows, progress, mu),
+                _on_devices(ys, xs, k, devices, block_rows, progress, mu))
     gpu = _use_gpus(o.use_gpu)
     fwd_spec = _resolve(index, len(ys), ys.dim, nprobe, train_size, o.memory_budget)
     bwd_spec = _resolve(index, len(xs), xs.dim, nprobe, train_size, o.memory_budget)
@@ -205,10 +214,13 @@ class Wider:
 
 
 def index_used(index: str, x_rows: int, y_rows: int, dim: int, *, nprobe: int | None = None, train_size: int | None = None,
-               memory_budget: int | None = None, both: bool = True) -> str:
+               memory_budget: int | None = None, both: bool = True, use_gpu: bool | None = None) -> str:
     """The index :func:`knn_pair` (``both``) or :func:`knn` (x against y) searches with, as reported in
     mining summaries and outputs: ``"IVF4096,SQfp16 (nprobe 256)"``, or ``"A / B"`` when the two
-    directions' databases get different ones. Raises like the search would (e.g. a budget too small)."""
+    directions' databases get different ones. Raises like the search would (e.g. a budget too small).
+    ``use_gpu``: as the search's; with CUDA devices exact and ``"auto"`` searches that fit run exact there."""
+    if _device_plan(index, max(x_rows, y_rows) if both else y_rows, dim, use_gpu):
+        return "flat"
     def one(nb: int) -> str:
         spec, probe, _ = _resolve(index, nb, dim, nprobe, train_size, memory_budget)
         if probe is None and spec.lower() != "flat" and "IVF" in spec:
@@ -229,6 +241,32 @@ def _auto_nprobe_of(spec: str) -> int | None:
 
     m = re.search(r"IVF(\d+)", spec)
     return _auto_nprobe(int(m.group(1))) if m else None
+
+
+def _device_plan(index: str, db_rows: int, dim: int, use_gpu: bool | None, block_rows: int = 65536) -> list | None:
+    """The CUDA devices an exact search runs on (:mod:`.device`), or None for the FAISS / CPU paths.
+
+    Exact search (``"flat"``) and ``"auto"`` run exact on every CUDA device torch sees, unless
+    ``use_gpu`` is False or the database (float32 + bf16, split over the devices) does not fit in
+    their free memory: then ``"flat"`` runs as without CUDA and ``"auto"`` picks its index as on the
+    CPU. On an H200 exact search of 1M x 1M takes seconds, less than training an IVF index.
+    Other FAISS factory strings keep FAISS (its GPU build when installed, else the CPU).
+    """
+    if use_gpu is False or index.strip().lower() not in ("flat", "auto"):
+        return None
+    devices = _device.cuda_devices()
+    if not devices or not _device.fits(db_rows, dim, devices, block_rows):
+        return None
+    return devices
+
+
+def _on_devices(qs: BlockSource, db: BlockSource, k: int, devices: list, block_rows: int,
+                progress: Callable[[int], None] | None, mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    k_eff = min(k, len(db))
+    nothing = _nothing_to_search(len(qs), k_eff, progress)
+    if nothing is not None:
+        return nothing
+    return _device.device_search(qs, db, k_eff, block_rows, progress, devices, mu)
 
 
 def _nothing_to_search(nq: int, k_eff: int, progress: Callable[[int], None] | None) -> tuple[np.ndarray, np.ndarray] | None:

@@ -201,7 +201,7 @@ def bf16_slack(centred: np.ndarray, n4_product: np.ndarray) -> np.ndarray:
     <= ||x||_4 ||y||_4 (Cauchy-Schwarz). Plus 1e-6 for the float32 sums and offsets. The estimate
     plus its slack grows with the estimate (for fixed offsets).
     """
-    return 2.0**-8 * np.abs(centred) + 8 * 2.0**-7 * n4_product + 1e-6
+    return 2.0**-8 * abs(centred) + 8 * 2.0**-7 * n4_product + 1e-6  # abs(): numpy arrays and torch tensors
 
 
 def rescore(q: np.ndarray, cand: np.ndarray) -> np.ndarray:
