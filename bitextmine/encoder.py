@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from bitextmine.errors import InputError
+from bitextmine.tokenize import TokenizerProcesses, default_tokenize_workers, tokenize_texts
 
 # Also re-exported from here: cpu_has_fast_bf16 (its home before), Precision, PackedForward and pool.
 from bitextmine.models.loader import (
@@ -110,6 +111,9 @@ class Encoder:
     ``token_budget`` bounds batch size x padded length (default: 1,024 on the CPU, sized to the
     card's memory on a GPU). ``workers``: batches run at once (default: one per CPU thread, up to
     32; one on a GPU), each with one intra-op thread: speed only, the output does not change.
+    ``tokenize_workers``: processes that tokenise the chunks of :meth:`encode_stream` ahead of the model
+    (default :func:`default_tokenize_workers`: on a GPU half the CPU cores, up to 8; none on the CPU):
+    speed only, the ids are the same.
     ``packed=False`` forces the model's own padded forward even where the unpadded one applies.
     Output: float32 (n, dim), L2-normalised when the recipe says so, in input order.
     """
@@ -122,6 +126,7 @@ class Encoder:
         token_budget: int | None = None,
         workers: int | None = None,
         packed: bool = True,
+        tokenize_workers: int | None = None,
     ) -> None:
         self.lm = lm
         self.device = next(lm.model.parameters()).device
@@ -152,6 +157,10 @@ class Encoder:
         if self.device.type != "cpu":
             self.workers = 1
         self.threads_per_worker = 1  # whatever the thread count: each batch's reductions in one fixed order
+        self.tokenize_workers = default_tokenize_workers(self.device) if tokenize_workers is None else int(tokenize_workers)
+        if self.tokenize_workers < 0:
+            raise ValueError(f"tokenize_workers must be at least 0, got {self.tokenize_workers}")
+        self._tok_procs: TokenizerProcesses | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._tok_lock = threading.Lock()
@@ -179,35 +188,10 @@ class Encoder:
         A truncated sentence keeps its final special token.
         """
         r = self.lm.recipe
-        texts = [r.prefix + t for t in texts] if r.prefix else texts
-        fast = self._backend()
-        if fast is not None:  # the Rust tokenizer directly: what the transformers wrapper runs, without its overhead
-            with self._tok_lock:
-                # The wrapper sets padding and truncation before each of its calls; what its last call
-                # left set is no setting of anyone's. Encode with neither (truncation is done below).
-                if fast.truncation is not None:
-                    fast.no_truncation()
-                if fast.padding is not None:
-                    fast.no_padding()
-                encs = fast.encode_batch_fast(texts, add_special_tokens=True) if hasattr(fast, "encode_batch_fast") else fast.encode_batch(texts, add_special_tokens=True)
-            ids = [e.ids for e in encs]
-        else:  # truncating one token past the limit tells truncated sentences apart from ones that fit exactly
-            with self._tok_lock:
-                ids = self.lm.tokenizer(
-                    texts,
-                    add_special_tokens=True,
-                    truncation=True,
-                    max_length=r.max_tokens + 1,
-                    return_attention_mask=False,
-                    return_token_type_ids=False,
-                )["input_ids"]
-        out = []
-        for seq in ids:
-            if len(seq) > r.max_tokens:
-                seq = seq[: r.max_tokens - 1] + seq[-1:]
-                self.stats.truncated += 1
-            out.append(seq)
-        return out
+        with self._tok_lock:
+            ids, cut = tokenize_texts(self._backend() or self.lm.tokenizer, texts, r.prefix, r.max_tokens)
+        self.stats.truncated += cut
+        return ids
 
     def _backend(self):
         """The fast tokenizer's own Rust tokenizer, shared, not copied (a copy of the default model's costs ~280 MB); None if slow."""
@@ -243,7 +227,7 @@ class Encoder:
 
         def prepare():
             chunk = next(it, done)
-            return (chunk, None) if chunk is done else (chunk, self.tokenize(get(chunk)))
+            return (chunk, None) if chunk is done else (chunk, self._tokenize_ahead(get(chunk)))
 
         pool = ThreadPoolExecutor(1, thread_name_prefix="bitextmine-tokenize")
         try:
@@ -256,6 +240,17 @@ class Encoder:
                 yield chunk, (self.encode_ids(ids) if ids else np.empty((0, self.dim), dtype=np.float32))
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+    def _tokenize_ahead(self, texts: list[str]) -> list[list[int]]:
+        """:meth:`tokenize`, in the tokenizer processes when there are any (started at the first call)."""
+        if self.tokenize_workers < 1 or not texts:
+            return self.tokenize(texts)
+        if self._tok_procs is None:
+            r = self.lm.recipe
+            self._tok_procs = TokenizerProcesses(self._backend() or self.lm.tokenizer, r.prefix, r.max_tokens, self.tokenize_workers)
+        ids, cut = self._tok_procs.tokenize(texts)
+        self.stats.truncated += cut
+        return ids
 
     def encode_ids(self, ids: list[list[int]]) -> np.ndarray:
         """Embed token id lists from :meth:`tokenize`: float32 array (len(ids), dim) in the same order."""
@@ -276,15 +271,21 @@ class Encoder:
         return out
 
     def close(self) -> None:
-        """Stop the worker threads (they are restarted on the next :meth:`encode`)."""
+        """Stop the worker threads and tokenizer processes (they are restarted when needed)."""
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+        if self._tok_procs is not None:
+            self._tok_procs.close()
+            self._tok_procs = None
 
     def __del__(self) -> None:
         pool = getattr(self, "_pool", None)
         if pool is not None:
             pool.shutdown(wait=False)
+        procs = getattr(self, "_tok_procs", None)
+        if procs is not None:
+            procs._pool.shutdown(wait=False, cancel_futures=True)
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
@@ -358,11 +359,12 @@ class EncoderOptions:
     max_tokens: int | None = None  # overrides the truncation length (None: keep the recipe's)
     threads: int | None = None  # torch CPU threads for the whole process, at least 1 (None: leave torch's setting)
     device: str = "auto"  # "auto" (a CUDA GPU when present, else the CPU), "cpu", "cuda" or "cuda:N"
+    tokenize_workers: int | None = None  # tokenizer processes feeding the model (None: half the cores, up to 8, on a GPU; 0 on the CPU)
 
 
 def check_options(opts: EncoderOptions) -> None:
     """Raise InputError (``param`` names the field) for an option that cannot work; the model and device are load_model's."""
-    for name, least in (("threads", 1), ("token_budget", 1), ("max_tokens", 2)):
+    for name, least in (("threads", 1), ("token_budget", 1), ("max_tokens", 2), ("tokenize_workers", 0)):
         v = getattr(opts, name)
         if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Integral)):
             raise InputError(f"{{param}} must be a whole number, not {v!r}", param=name)
@@ -391,4 +393,4 @@ def load_encoder(opts: EncoderOptions) -> Encoder:
     dtype = resolve_precision(opts.precision, next(lm.model.parameters()).device)
     if dtype != torch.float32:
         cast_in_place(lm.model, dtype)  # ours alone: nobody else holds this model
-    return Encoder(lm, precision=opts.precision, token_budget=opts.token_budget)
+    return Encoder(lm, precision=opts.precision, token_budget=opts.token_budget, tokenize_workers=opts.tokenize_workers)

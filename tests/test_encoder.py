@@ -193,3 +193,49 @@ def test_the_rust_tokenizer_is_shared_not_copied_and_wrapper_calls_do_not_leak_i
     assert enc.tokenize(texts) == want
     assert max(len(s) for s in want) == lm.recipe.max_tokens and min(len(s) for s in want) < 12
 
+
+
+@pytest.mark.parametrize("direct", [True, False])
+def test_tokenizer_processes_give_the_same_ids_and_embeddings(tiny_model, direct):
+    """encode_stream with tokenizer processes (as on a GPU host): the same ids, truncation count and
+    embeddings as tokenising in this process, in order; the processes stop with close()."""
+    texts = make_sentences(700, seed=8) + ["word " * 400, "", "x"]
+    ref = Encoder(load_model(str(tiny_model)), precision="fp32", tokenize_workers=0)
+    enc = Encoder(load_model(str(tiny_model)), precision="fp32", tokenize_workers=2)
+    enc._direct = ref._direct = direct  # the Rust core (sent as JSON) or the transformers wrapper (pickled)
+    assert ref.tokenize_workers == 0 and enc.tokenize_workers == 2
+    try:
+        assert enc._tokenize_ahead(texts) == ref.tokenize(texts)
+        assert enc._tok_procs is not None and enc.stats.truncated == ref.stats.truncated > 0
+        chunks = [texts[:300], texts[300:301], [], texts[301:]]
+        got = list(enc.encode_stream(chunks))
+        assert [c for c, _ in got] == chunks
+        np.testing.assert_array_equal(np.concatenate([e for _, e in got]), ref.encode(texts))
+    finally:
+        enc.close()
+    assert enc._tok_procs is None
+
+
+def test_tokenizer_processes_default_to_none_on_the_cpu(tiny_model):
+    from bitextmine.tokenize import default_tokenize_workers
+
+    assert Encoder(load_model(str(tiny_model))).tokenize_workers == 0
+    assert 1 <= default_tokenize_workers(torch.device("cuda")) <= 8
+    with pytest.raises(InputError, match="tokenize_workers must be at least 0"):
+        load_encoder(EncoderOptions(model=str(tiny_model), tokenize_workers=-1))
+
+
+def test_cli_encode_with_tokenizer_processes_writes_the_same_embeddings(tiny_model, tmp_path) -> None:
+    from bitextmine.store import EmbeddingStore
+
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(make_sentences(400, seed=5)) + "\n", encoding="utf-8")
+    runner = CliRunner()
+    for name, extra in (("procs", ["--tokenize-workers", "2"]), ("plain", [])):
+        res = runner.invoke(app, ["encode", "corpus", str(src), "--out", str(tmp_path / name), "--model", str(tiny_model), *extra])
+        assert res.exit_code == 0, res.output
+    a, b = (EmbeddingStore(tmp_path / n).embeddings(np.arange(400)) for n in ("procs", "plain"))
+    np.testing.assert_array_equal(a, b)
+    res = runner.invoke(app, ["encode", "corpus", str(src), "--out", str(tmp_path / "bad"), "--model", str(tiny_model), "--tokenize-workers", "-1"])
+    assert res.exit_code != 0 and "tokenize_workers must be at least 0" in res.output.replace("--tokenize-workers", "tokenize_workers")
+    assert "Traceback" not in res.output

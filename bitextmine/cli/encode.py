@@ -32,6 +32,7 @@ def encode_corpus_cmd(
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Override max tokens per sentence."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for the encoder."),
     device: str = DeviceOpt,
+    tokenize_workers: Optional[int] = typer.Option(None, "--tokenize-workers", help="Processes tokenising ahead of the model (default: on a GPU half the CPU cores, up to 8; 0 on the CPU). Speed only."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Discard an existing output folder instead of resuming."),
     engine: Engine = typer.Option(Engine.LOCAL, "--engine", help="local: embed in this process; ray: on a pool of Ray actors (pip install 'bitextmine\\[ray]'), same output bytes."),
     address: str | None = AddressOpt,
@@ -44,7 +45,7 @@ def encode_corpus_cmd(
 
     opts = EncodeOptions(shard_size=shard_size, id_column=id_column, errors=errors, overwrite=overwrite)
     enc_opts = encoder_options(model, precision, batch_tokens=batch_tokens, pooling=pooling, prefix=prefix,
-                               max_tokens=max_tokens, threads=threads, device=device)
+                               max_tokens=max_tokens, threads=threads, device=device, tokenize_workers=tokenize_workers)
     run_on = ray_options(engine, address=address, workers=workers, cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker)
     with reporting() as rep:
         s = encode_files(inputs, out, enc_opts, opts, listener=rep, engine=run_on)

@@ -134,12 +134,13 @@ def reporting(on_event: Callable[[Event], None] | None = None) -> Iterator[Repor
 
 
 def encoder_options(model: str, precision: str, *, batch_tokens: int | None = None, pooling: str | None = None,
-                    prefix: str | None = None, max_tokens: int | None = None, threads: int | None = None, device: str = "auto"):
+                    prefix: str | None = None, max_tokens: int | None = None, threads: int | None = None, device: str = "auto",
+                    tokenize_workers: int | None = None):
     """The encoder options of the shared flags."""
     from bitextmine.encoder import EncoderOptions
 
     return EncoderOptions(model=model, precision=precision, token_budget=batch_tokens, pooling=pooling, prefix=prefix,
-                          max_tokens=max_tokens, threads=threads, device=device)
+                          max_tokens=max_tokens, threads=threads, device=device, tokenize_workers=tokenize_workers)
 
 
 _UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb": 2**20, "mib": 2**20,
