@@ -371,6 +371,34 @@ def gpu_matmul_peak(dtype, size: int = 8192, reps: int = 10) -> float:
     return reps * 2 * size**3 / (time.perf_counter() - t) / 1e9
 
 
+def gpu_stages(lm, texts: list[str]) -> dict:
+    """Sentences/s of each stage alone, best of 3 passes: tokenising in this process (the Rust tokenizer's
+    own threads) and in tokenizer processes (the encoder's GPU default), and the model on ids tokenised
+    beforehand (default precision and budget): whichever is slowest bounds encode_stream."""
+    from bitextmine.encoder import Encoder
+    from bitextmine.tokenize import TokenizerProcesses
+
+    enc = Encoder(lm)
+    r = lm.recipe
+    procs = TokenizerProcesses(enc._backend() or lm.tokenizer, r.prefix, r.max_tokens, enc.tokenize_workers)
+
+    def best(f) -> float:
+        f()
+        ts = []
+        for _ in range(3):
+            t = time.perf_counter()
+            f()
+            ts.append(time.perf_counter() - t)
+        return round(len(texts) / min(ts), 1)
+
+    ids = enc.tokenize(texts)
+    out = {"tokenize_in_process_sentences_per_s": best(lambda: enc.tokenize(texts)),
+           f"tokenize_{enc.tokenize_workers}_processes_sentences_per_s": best(lambda: procs.tokenize(texts)),
+           "forward_only_sentences_per_s": best(lambda: enc.encode_ids(ids))}
+    procs.close()
+    return out
+
+
 def cmd_gpu(args) -> None:
     """The same comparison on a CUDA GPU: whole-set passes per variant, interleaved, medians."""
     import torch
@@ -386,6 +414,13 @@ def cmd_gpu(args) -> None:
     else:
         texts = tatoeba_mix(args.sentences, args.langs.split(","))
         corpus = f"Tatoeba test sides, {args.langs} + eng, equal shares, shuffled (seed 0)"
+    if args.repeat > 1:
+        texts = texts * args.repeat
+        corpus += f", {args.repeat} times over"
+    if args.random_weights:  # the folder's shape with random weights: speed only (its embeddings mean nothing)
+        from transformers import AutoConfig, AutoModel
+
+        AutoModel.from_config(AutoConfig.from_pretrained(args.model)).save_pretrained(args.model)
     lm = load_model(args.model, device="cuda")
     prefix = lm.recipe.prefix
     lengths = np.array([len(s) for s in Encoder(lm, precision="fp32").tokenize(texts)])
@@ -401,17 +436,24 @@ def cmd_gpu(args) -> None:
         "sentence-transformers fp16 weights (batch 256)": st(torch.float16, 256),
         "sentence-transformers bf16 weights (batch 256)": st(torch.bfloat16, 256),
     }
+    if args.no_st_variants:  # the peer's fp32 default only (the reference of the ratios and cosines)
+        variants = dict(list(variants.items())[:1])
     notes = {}
     for name, kw in (("bitextmine default", {}), ("bitextmine bf16, padded (model's own forward, SDPA)", {"packed": False}),
                      ("bitextmine fp16", {"precision": "fp16"}), ("bitextmine fp32", {"precision": "fp32"})):
         enc = Encoder(lm, **kw)
         notes[name] = {"dtype": str(enc.dtype), "token_budget": enc.token_budget, "packed": enc.packed is not None and kw.get("packed", True)}
         variants[name] = enc.encode
-    stream = Encoder(lm)
-    notes["bitextmine default, encode_stream (8,192-sentence chunks)"] = {"dtype": str(stream.dtype), "token_budget": stream.token_budget,
-                                                                        "chunk": 8192, "what": "encode_corpus's path: the next chunk is tokenised while the model runs"}
-    variants["bitextmine default, encode_stream (8,192-sentence chunks)"] = lambda t: np.concatenate(
-        [e for _, e in stream.encode_stream(t[i:i + 8192] for i in range(0, len(t), 8192))])
+    streams = {}
+    for label, workers in (("tokenizer processes", None), ("tokenising in one thread", 0)):
+        enc = Encoder(lm, tokenize_workers=workers)
+        name = f"bitextmine default, encode_stream (8,192-sentence chunks), {label} ({enc.tokenize_workers})"
+        streams[name] = enc
+        notes[name] = {"dtype": str(enc.dtype), "token_budget": enc.token_budget, "chunk": 8192, "tokenize_workers": enc.tokenize_workers,
+                       "what": "encode_corpus's path: the next chunk is tokenised while the model runs"}
+        variants[name] = lambda t, e=enc: np.concatenate([x for _, x in e.encode_stream(t[i:i + 8192] for i in range(0, len(t), 8192))])
+    stages = gpu_stages(lm, texts)
+    print("stages", stages, flush=True)
     peer = next(iter(variants))
     names = list(variants)
     ref = np.asarray(variants[peer](texts), np.float64)  # also the warm-up of the peer
@@ -460,8 +502,14 @@ def cmd_gpu(args) -> None:
                    "rotating order; sentences_per_s is over the median trial time, ratio the median of per-trial ratios. "
                    "Peak: 8192^3 torch.matmul, mean of 10 after 3 warm-ups (fp32 without TF32)."),
         "peak_gflops": {k: round(v, 1) for k, v in peak.items()},
+        "random_weights": bool(args.random_weights),
+        "stages": {**stages, "forward_only_fraction_of_bf16_peak": round(
+            fl["flops"] / len(texts) * stages["forward_only_sentences_per_s"] / 1e9 / peak["bf16"], 4)},
+        "cpu_cores": os.cpu_count(),
         "results": rows,
     }
+    for enc in streams.values():
+        enc.close()
     path = write_result(args.name or "encode-gpu", result)
     print(json.dumps(rows, indent=1))
     print(f"peak {result['peak_gflops']}; written {path}")
@@ -599,6 +647,9 @@ def main() -> None:
     gp.add_argument("--langs", default=",".join(TATOEBA_LANGS))
     gp.add_argument("--model", default="default")
     gp.add_argument("--trials", type=int, default=5)
+    gp.add_argument("--repeat", type=int, default=1, help="embed the texts this many times over (a larger set from a small file)")
+    gp.add_argument("--random-weights", action="store_true", help="--model is a folder: replace its weights with random ones of its shape (speed only)")
+    gp.add_argument("--no-st-variants", action="store_true", help="of sentence-transformers, run only its fp32 default (the reference)")
     gp.add_argument("--name")
     args = ap.parse_args()
     {"speed": cmd_speed, "accuracy": cmd_accuracy, "memory": cmd_memory, "gpu": cmd_gpu}[args.cmd](args)

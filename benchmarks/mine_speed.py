@@ -13,6 +13,10 @@
   threshold tuned on exact's pairs given to it (as ``mine --threshold`` / a model's saved threshold
   would be), so the near-threshold pairs get exact neighbourhoods (``bitextmine.refine``; its time is
   included); all candidates are kept (not cut at the threshold), for the recall figures.
+* ``exact_gpu`` / ``auto_gpu``: ``knn_pair`` on the CUDA devices (``bitextmine.knn.device``: exact, bf16
+  candidates re-scored in float32, the database sharded over the GPUs) + the same selection; reported
+  with the card's bf16 matrix rate measured in the same run (8192^3 products) and the search's own
+  seconds (``knn_seconds``) and its share of that rate.
 * ``auto_plain``: ``auto`` without a threshold (no refinement), as before ``bitextmine.refine``.
 * ``auto_openblas``: ``auto_plain`` with the by-list scan's float32 estimates taken by numpy's BLAS
   (OpenBLAS) instead of torch's (MKL), as before ``bitextmine.knn.tiles.estimate32`` (by lowering torch's
@@ -109,12 +113,30 @@ def reference(x: np.ndarray, y: np.ndarray, k: int = K) -> tuple[np.ndarray, np.
     return np.array(out, dtype=np.int64).reshape(-1, 2), np.array(sc)
 
 
-def ours(x: np.ndarray, y: np.ndarray, index: str, threshold: float | None = None, notes: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+def ours(x: np.ndarray, y: np.ndarray, index: str, threshold: float | None = None, notes: dict | None = None,
+         gpu: bool = False) -> tuple[np.ndarray, np.ndarray]:
     from bitextmine.knn import knn_pair
     from bitextmine.margin import select
     from bitextmine.mining import MineOptions, _refine
 
     kept: dict = {}
+    if gpu:  # the CUDA exact search (bitextmine.knn.device), its fallback rows counted
+        import bitextmine.knn.device as dev
+
+        stats: dict = {}
+        real = dev.device_search
+        dev.device_search = lambda *a, **kw: real(*a, **kw, stats=stats)
+        t = time.perf_counter()
+        try:
+            fwd, bwd = knn_pair(x, y, K, index=index, use_gpu=True)
+        finally:
+            dev.device_search = real
+        if notes is not None:
+            notes["knn_seconds"] = round(time.perf_counter() - t, 2)
+            notes["fallback_rows"] = stats.get("fallback_rows", 0)
+            notes["devices"] = [str(d) for d in dev.cuda_devices()]
+        cand = select(*fwd, *bwd, margin="ratio", strategy="max")
+        return np.stack([cand.src, cand.tgt], 1), np.asarray(cand.score)
     fwd, bwd = knn_pair(x, y, K, index=index, use_gpu=False, keep=kept)
     cand = select(*fwd, *bwd, margin="ratio", strategy="max")
     if threshold is not None:  # what mine does with a threshold, without the cut
@@ -128,6 +150,8 @@ def run(method: str, x: np.ndarray, y: np.ndarray, threshold: float | None = Non
     ``auto`` (refined near ``threshold`` when given), ``auto_plain`` or ``auto_openblas``."""
     if method == "reference":
         return reference(x, y)
+    if method in ("exact_gpu", "auto_gpu"):  # on the CUDA devices (exact there when the database fits)
+        return ours(x, y, "flat" if method == "exact_gpu" else "auto", notes=notes, gpu=True)
     if method == "auto":
         return ours(x, y, "auto", threshold, notes)
     if method == "auto_openblas":  # torch's float32 matmuls lowered: the scan takes numpy's BLAS (tiles.torch_fp32)
@@ -224,6 +248,27 @@ def threshold_check(exact: dict, approx: dict, truth: set) -> dict:
             "f1_auto": round(2 * len(a & truth) / (len(a) + len(truth)), 5), "within_0.5pct": diff <= 0.005 * len(e)}
 
 
+def gpu_peak() -> dict:
+    """The CUDA device's bf16 matrix rate: 8192^3 products, best of 10 after 3 warm-ups (CUDA events)."""
+    import torch
+
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    ts = []
+    for _ in range(10):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        a @ b
+        e.record()
+        torch.cuda.synchronize()
+        ts.append(s.elapsed_time(e) / 1e3)
+    del a, b
+    return {"name": torch.cuda.get_device_name(0), "count": torch.cuda.device_count(),
+            "bf16_gflops": round(2 * 8192**3 / min(ts) / 1e9, 1)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=100_000)
@@ -242,6 +287,9 @@ def main() -> None:
     result = {**header(), "benchmark": "mine_speed", "n": args.n, "dim": DIM, "k": K, "margin": "ratio", "strategy": "max",
               "threads": args.threads, "exact_precision": precision(), "auto_index": auto_index(args.n, DIM), "data": {}}
     result["matmul_peak_at_start"] = matmul_peaks(args.threads, DIM)
+    if any(m.endswith("_gpu") for m in args.methods):
+        result["gpu"] = gpu_peak()
+        result["matmul_peak_at_start"]["gpu_bf16_gflops"] = result["gpu"]["bf16_gflops"]
     print("peaks", result["matmul_peak_at_start"], flush=True)
     useful = 4 * args.n * args.n * DIM
     for name in args.data:
@@ -266,7 +314,13 @@ def main() -> None:
                                      "fraction_of_bf16_peak": round(gf / pk["bf16_torch_gflops"], 3),
                                      "true_pairs_recovered": round(len(set(got[method]) & truth_set) / len(truth), 5),
                                      "load_before": [round(v, 2) for v in load0], "load_after": [round(v, 2) for v in os.getloadavg()]}
-            if method.startswith("auto"):
+            if method.endswith("_gpu"):
+                entry["runs"][method]["fraction_of_gpu_bf16_peak"] = round(gf / pk["gpu_bf16_gflops"], 3)
+                entry["runs"][method].update({k: notes.pop(k) for k in ("fallback_rows", "devices", "knn_seconds") if k in notes})
+                if "knn_seconds" in entry["runs"][method]:  # the search alone, as a share of the card's bf16 rate
+                    entry["runs"][method]["knn_fraction_of_gpu_bf16_peak"] = round(
+                        useful / entry["runs"][method]["knn_seconds"] / 1e9 / pk["gpu_bf16_gflops"], 3)
+            elif method.startswith("auto"):
                 entry["runs"][method]["phases_seconds"] = spent
             if "refined" in notes:
                 entry["runs"][method]["refined"] = notes["refined"]
@@ -275,13 +329,18 @@ def main() -> None:
         if "reference" in got:
             for m in got:
                 runs[m]["speedup_vs_reference"] = round(runs["reference"]["seconds"] / runs[m]["seconds"], 2)
-        for ex in ("exact", "exact_fp32"):
+        for ex in ("exact", "exact_fp32", "exact_gpu"):
             if "reference" in got and ex in got:
                 r, e = got["reference"], got[ex]
                 common = set(r) & set(e)
                 entry[f"reference_vs_{ex}"] = {"identical_pairs": set(r) == set(e), "only_reference": len(set(r) - set(e)),
                                                "only_exact": len(set(e) - set(r)),
                                                "max_score_diff": float(max((abs(r[p] - e[p]) for p in common), default=0.0))}
+        if "exact" in got and "exact_gpu" in got:
+            e, g = got["exact"], got["exact_gpu"]
+            entry["exact_vs_exact_gpu"] = {"identical_pairs": set(e) == set(g), "only_exact": len(set(e) - set(g)),
+                                           "only_gpu": len(set(g) - set(e)),
+                                           "max_score_diff": float(max((abs(e[p] - g[p]) for p in set(e) & set(g)), default=0.0))}
         for am in ("auto", "auto_plain", "auto_openblas"):
             if "exact" not in got or am not in got:
                 continue
