@@ -27,6 +27,8 @@ the CPU's bf16 products) so the algorithm is tested where CI has no GPU.
 """
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -55,8 +57,9 @@ def _torch():
 
 def cuda_devices() -> list:
     """Every CUDA device torch sees (``CUDA_VISIBLE_DEVICES`` applies), or [] without CUDA or torch.
-    Without an NVIDIA driver torch is not even imported (mining embedding folders needs no torch)."""
-    if not _gpu_device_present():
+    Where no NVIDIA driver is seen (nor WSL's GPU device) and torch is not loaded yet, torch is not
+    imported for this (mining embedding folders needs no torch) and the answer is []."""
+    if not (_gpu_device_present() or os.path.exists("/dev/dxg") or "torch" in sys.modules):
         return []
     try:
         torch = _torch()
