@@ -1,3 +1,4 @@
 from bitextmine.cli import main
 
-main()
+if __name__ == "__main__":  # tokenizer processes (spawn) import this module again as __mp_main__
+    main()

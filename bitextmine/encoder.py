@@ -242,15 +242,19 @@ class Encoder:
             pool.shutdown(wait=True, cancel_futures=True)
 
     def _tokenize_ahead(self, texts: list[str]) -> list[list[int]]:
-        """:meth:`tokenize`, in the tokenizer processes when there are any (started at the first call)."""
+        """:meth:`tokenize` in the tokenizer processes, if any (started here; dropped if they fail)."""
         if self.tokenize_workers < 1 or not texts:
             return self.tokenize(texts)
         if self._tok_procs is None:
             r = self.lm.recipe
-            self._tok_procs = TokenizerProcesses(self._backend() or self.lm.tokenizer, r.prefix, r.max_tokens, self.tokenize_workers)
-        ids, cut = self._tok_procs.tokenize(texts)
-        self.stats.truncated += cut
-        return ids
+            with self._tok_lock:  # the Rust tokenizer's JSON, with no wrapper call half-way through
+                self._tok_procs = TokenizerProcesses(self._backend() or self.lm.tokenizer, r.prefix, r.max_tokens, self.tokenize_workers)
+        got = self._tok_procs.tokenize(texts)
+        if got is None:
+            self._tok_procs, self.tokenize_workers = None, 0
+            return self.tokenize(texts)
+        self.stats.truncated += got[1]
+        return got[0]
 
     def encode_ids(self, ids: list[list[int]]) -> np.ndarray:
         """Embed token id lists from :meth:`tokenize`: float32 array (len(ids), dim) in the same order."""

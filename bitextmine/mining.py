@@ -141,8 +141,9 @@ def plan_index(opts: MineOptions, src_rows: int, tgt_rows: int, dim: int) -> str
 
     one_way = opts.margin is Margin.ABSOLUTE and opts.strategy in (Strategy.FORWARD, Strategy.BACKWARD)
     x, y = (tgt_rows, src_rows) if one_way and opts.strategy is Strategy.BACKWARD else (src_rows, tgt_rows)
+    # Ray workers search with the CPU rule (bitextmine.ray_mine): plan as they will search
     return index_used(opts.index, x, y, dim, nprobe=opts.nprobe, memory_budget=opts.memory_budget, both=not one_way,
-                      use_gpu=opts.use_gpu)
+                      use_gpu=False if opts.engine is not None else opts.use_gpu)
 
 
 def _search_and_select(xs: Any, ys: Any, opts: MineOptions, advance: Advance | None, engine: dict | None = None,

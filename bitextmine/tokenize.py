@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
+import warnings
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 
@@ -56,7 +59,15 @@ def default_tokenize_workers(device: Any) -> int:
     whose cores run the model."""
     if device.type == "cpu":
         return 0
-    return max(1, min(MAX_TOKENIZE_WORKERS, (os.cpu_count() or 2) // 2))
+    return max(1, min(MAX_TOKENIZE_WORKERS, _cores() // 2))
+
+
+def _cores() -> int:
+    """CPUs this process may run on (its affinity mask; all of them where that is unknown)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 _mine: tuple | None = None  # in a worker process: (tokenizer, prefix, max_tokens)
@@ -86,18 +97,30 @@ class TokenizerProcesses:
 
         self.workers = int(workers)
         payload = tok.to_str() if isinstance(tok, Tokenizer) else tok
-        rayon = max(1, (os.cpu_count() or 1) // self.workers)
+        rayon = max(1, _cores() // self.workers)
         self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
                                          initializer=_init, initargs=(payload, prefix, max_tokens, rayon))
 
-    def tokenize(self, texts: list[str]) -> tuple[list[list[int]], int]:
+    def tokenize(self, texts: list[str]) -> tuple[list[list[int]], int] | None:
+        """:func:`tokenize_texts` of ``texts``, or None (with a warning; the pool is stopped) when the
+        processes cannot work: a tokenizer that does not pickle, or a script without an
+        ``if __name__ == "__main__":`` guard, which ``spawn`` runs again in every process."""
         step = max(64, -(-len(texts) // self.workers))
         ids: list[list[int]] = []
         cut = 0
-        for part, c in self._pool.map(_run, [texts[a : a + step] for a in range(0, len(texts), step)]):
-            ids += part
-            cut += c
+        try:
+            for part, c in self._pool.map(_run, [texts[a : a + step] for a in range(0, len(texts), step)]):
+                ids += part
+                cut += c
+        except (BrokenProcessPool, pickle.PicklingError, TypeError, AttributeError, RuntimeError, OSError) as e:
+            warnings.warn(f"tokenizer processes failed ({type(e).__name__}: {(str(e).splitlines() or [''])[0]}); "
+                          "tokenising in this process instead", RuntimeWarning, stacklevel=3)
+            self.close()
+            return None
         return ids, cut
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        try:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        except Exception:  # a broken pool has nothing left to stop
+            pass

@@ -239,3 +239,23 @@ def test_cli_encode_with_tokenizer_processes_writes_the_same_embeddings(tiny_mod
     res = runner.invoke(app, ["encode", "corpus", str(src), "--out", str(tmp_path / "bad"), "--model", str(tiny_model), "--tokenize-workers", "-1"])
     assert res.exit_code != 0 and "tokenize_workers must be at least 0" in res.output.replace("--tokenize-workers", "tokenize_workers")
     assert "Traceback" not in res.output
+
+
+def test_tokenizer_processes_that_cannot_work_fall_back_with_a_warning(tiny_model, monkeypatch):
+    """A pool that breaks (here: workers that die at start, as a script without a __main__ guard
+    does under spawn) leaves a warning and in-process tokenising with the same ids, not an error."""
+    import bitextmine.tokenize as tk
+
+    monkeypatch.setattr(tk, "_init", _die_at_start)
+    texts = make_sentences(300, seed=6)
+    enc = Encoder(load_model(str(tiny_model)), precision="fp32", tokenize_workers=2)
+    with pytest.warns(RuntimeWarning, match="tokenizer processes failed"):
+        got = enc._tokenize_ahead(texts)
+    assert got == enc.tokenize(texts)
+    assert enc.tokenize_workers == 0 and enc._tok_procs is None
+
+
+def _die_at_start(*_a) -> None:
+    import os
+
+    os._exit(3)

@@ -105,3 +105,36 @@ def test_memory_need_counts_the_shard_and_the_tile() -> None:
     per_row = 4 * 384 + 2 * 392  # float32 + bf16 (384 + 2 offset coordinates, rounded up to 8)
     assert one >= 10**6 * per_row
     assert one - two >= 10**6 // 2 * per_row  # half the shard on each of two
+
+
+def test_mining_plans_the_index_its_search_will_use(two_devices) -> None:
+    """Locally a CUDA host searches exact (no refinement needed); Ray workers search with the CPU rule,
+    so a Ray mine plans (and reports, and refines) that index, not "flat"."""
+    from bitextmine.mining import MineOptions, plan_index
+    from bitextmine.ray_engine import RayOptions
+
+    assert plan_index(MineOptions(index="auto"), 10**6, 10**6, 384) == "flat"
+    assert plan_index(MineOptions(index="auto", engine=RayOptions()), 10**6, 10**6, 384).startswith("IVF")
+    assert plan_index(MineOptions(index="auto", use_gpu=False), 10**6, 10**6, 384).startswith("IVF")
+
+
+def test_the_search_leaves_torch_matmul_flags_as_it_found_them() -> None:
+    m = torch.backends.cuda.matmul
+    before = (m.allow_tf32, m.allow_bf16_reduced_precision_reduction)
+    seen = []
+    real = dev._Shard._sub
+
+    def spy(self, *a):
+        seen.append((m.allow_tf32, m.allow_bf16_reduced_precision_reduction))
+        return real(self, *a)
+
+    dev._Shard._sub = spy
+    try:
+        m.allow_tf32 = True
+        rng = np.random.default_rng(7)
+        dev.device_search(ArrayBlocks(unit(rng, 50, 8)), ArrayBlocks(unit(rng, 60, 8)), 3, 64, None, CPU2)
+        assert seen and all(s == (False, False) for s in seen)  # IEEE float32 and float32 bf16 sums inside
+        assert m.allow_tf32 is True
+    finally:
+        dev._Shard._sub = real
+        m.allow_tf32, m.allow_bf16_reduced_precision_reduction = before

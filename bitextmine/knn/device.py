@@ -74,12 +74,15 @@ def _padded_dim(dim: int) -> int:
 
 
 def device_bytes(rows: int, dim: int, devices: Sequence, query_rows: int = QUERY_ROWS, db_rows: int = DB_ROWS,
-                 block_rows: int = 65536) -> int:
+                 block_rows: int = 65536, k: int = 64) -> int:
     """Bytes one device needs to search a database of ``rows`` rows split over ``devices``: its shard
-    (float32 + bf16), the product tile with its top-k work space, and a query block."""
+    while it is built (float32, the centred copy, the 4-norm's temporaries, bf16: ~18 bytes a
+    coordinate), the product tile with its top-k work space, the re-score's gathered candidates
+    (``k + EXTRA`` rows of each query, twice) and a query block."""
     shard = -(-rows // max(len(devices), 1))
     tile = 3 * 2 * query_rows * min(db_rows, max(shard, 1))
-    return shard * (4 * dim + 2 * _padded_dim(dim)) + tile + 8 * block_rows * dim
+    rescore = 2 * 4 * query_rows * (k + EXTRA) * dim
+    return shard * (16 * dim + 2 * _padded_dim(dim)) + tile + rescore + 8 * block_rows * dim
 
 
 def fits(rows: int, dim: int, devices: Sequence, block_rows: int = 65536) -> bool:
@@ -99,14 +102,16 @@ def fits(rows: int, dim: int, devices: Sequence, block_rows: int = 65536) -> boo
 
 @contextmanager
 def _ieee_fp32():
-    """float32 matrix products in IEEE float32 on CUDA for the duration (the fallback's products)."""
-    torch = _torch()
-    old = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
+    """For the duration, on CUDA: float32 matrix products in IEEE float32 (the fallback's), and bf16
+    products summed in float32 throughout (cuBLAS may otherwise add split-K partial sums in bf16, an
+    error :func:`.tiles.bf16_slack` does not bound)."""
+    m = _torch().backends.cuda.matmul
+    old = m.allow_tf32, m.allow_bf16_reduced_precision_reduction
+    m.allow_tf32 = m.allow_bf16_reduced_precision_reduction = False
     try:
         yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32 = old
+        m.allow_tf32, m.allow_bf16_reduced_precision_reduction = old
 
 
 def _norm4(t):
@@ -130,6 +135,8 @@ class _Shard:
         self.yb[:, :d] = c
         self.yb[:, d] = hi
         self.yb[:, d + 1] = off - hi.float()
+        # the low part's rounding: at most 2^-9 of a part at most 2^-8 of the offset (2^-16 with margin)
+        self.lo_err = 2.0**-16 * float(off.abs().max()) if self.n else 0.0
         self.n4max = float(_norm4(c).max()) if self.n else 0.0
         del c
 
@@ -176,8 +183,7 @@ class _Shard:
         E, Ix = E[:, :k], Ix[:, :k]
         if c < self.n:  # rows left out: their estimates are at most the smallest kept one
             e_c = V.float().min(dim=1).values
-            # + 2^-17: the rounding of the offsets' low parts (at most 2^-18 of offsets below 2 in size)
-            bound = e_c + bf16_slack(e_c, _norm4(qc) * self.n4max) + 2.0**-17
+            bound = e_c + bf16_slack(e_c, _norm4(qc) * self.n4max) + self.lo_err
             xoff = q32 @ self.mu if self.mu.any() else torch.zeros(len(q32), device=self.device)
             bad = torch.nonzero(E[:, k - 1] - xoff <= bound).flatten()
             if len(bad):
@@ -270,6 +276,8 @@ def device_search(qs: BlockSource, db: BlockSource, k: int, block_rows: int, pro
             if pool is not None:
                 pool.shutdown()
             del shards
+            if any(d.type == "cuda" for d in devices):  # give the cached blocks back: later plans read free memory
+                torch.cuda.empty_cache()
     if stats is not None:
         stats["fallback_rows"] = stats.get("fallback_rows", 0) + fell
     return D, I
