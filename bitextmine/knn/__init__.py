@@ -5,9 +5,12 @@ Two paths:
 * ``index="flat"`` (exact): blocked brute force. On the CPU (:mod:`.pairwise`), the similarity
   matrix is computed tile by tile with BLAS (float32, or bf16 candidates re-scored in float32
   where the CPU has bf16 matrix units: :mod:`.tiles`) and :func:`knn_pair` takes BOTH directions
-  from the same tiles (row-wise and column-wise top-k): half the work of two searches. On GPUs,
-  FAISS's flat index (:mod:`.flat`). The database is read one block of ``block_rows`` rows at a
-  time and never held whole; peak memory is about two blocks plus the (n, k) results.
+  from the same tiles (row-wise and column-wise top-k): half the work of two searches. On CUDA
+  hosts, torch on every visible GPU (:mod:`.device`: the database sharded over them, bf16
+  candidates re-scored in float32, exact) when the database fits in their memory, else FAISS's
+  flat index on GPUs where faiss-gpu is installed (:mod:`.flat`). On the CPU the database is read
+  one block of ``block_rows`` rows at a time and never held whole; peak memory is about two blocks
+  plus the (n, k) results.
 * any other string: a FAISS ``index_factory`` description with ``METRIC_INNER_PRODUCT``
   (``"IVF1024,Flat"``, ``"IVF4096,SQfp16"``, ``"IVF4096,PQ64"``, ``"HNSW32"``...), trained on a
   random sample of the database, filled block by block, then searched block by block (:mod:`.ivf`).
@@ -35,8 +38,9 @@ number of threads: work is cut into pieces of fixed size, each computed on one t
 (:mod:`.workers`). An approximate index may find fewer than ``k_eff`` hits for a query;
 the missing entries are ``I = -1``, ``D = -inf`` (at the end of the row).
 
-GPUs (:mod:`.gpu`): ``use_gpu=None`` uses every GPU FAISS sees (indexes sharded over them) and
-the CPU when there is none; a :class:`GpuFallbackWarning` says when GPUs were wanted or present
+GPUs: ``use_gpu=None`` runs exact and ``"auto"`` searches on every CUDA device torch sees
+(:mod:`.device`), FAISS indexes on every GPU FAISS sees (:mod:`.gpu`, sharded over them), and the
+CPU when there is none; a :class:`GpuFallbackWarning` says when GPUs were wanted or present
 but the search runs on the CPU. CPU searches run on worker threads (:mod:`.workers`).
 
 ``_centred_spec`` is looked up in this module at every call: ``benchmarks/mine_nprobe.py`` and
