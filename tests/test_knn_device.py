@@ -138,3 +138,20 @@ def test_the_search_leaves_torch_matmul_flags_as_it_found_them() -> None:
     finally:
         dev._Shard._sub = real
         m.allow_tf32, m.allow_bf16_reduced_precision_reduction = before
+
+
+def test_duplicates_at_the_kth_place_keep_the_lower_ids() -> None:
+    """Crawled text repeats sentences: equal rows tie at the k-th place. With no spare candidates
+    (extra = 0) such a query is re-searched in float32; the lower ids are kept, as on the CPU. (On the
+    CPU torch's top-k already prefers lower ids; CUDA's does not, which the re-search's spare
+    candidates and (-value, id) sort cover.)"""
+    rng = np.random.default_rng(8)
+    xb = unit(rng, 400, 16)
+    dup = [5, 90, 150, 260, 399]
+    xb[dup] = xb[dup[0]]
+    xq = xb[[dup[0]]] + 0.0
+    stats: dict = {}
+    D, I = dev.device_search(ArrayBlocks(xq), ArrayBlocks(xb), 3, 64, None, CPU2, extra=0, query_rows=8, db_rows=128, stats=stats)
+    assert I.tolist() == [dup[:3]] and stats["fallback_rows"] >= 1  # re-searched on each shard holding ties
+    D0, I0 = knn(xq, xb, 3, index="flat", use_gpu=False)
+    np.testing.assert_array_equal(I, I0)

@@ -194,22 +194,26 @@ class _Shard:
         return E.cpu().numpy(), Ix.cpu().numpy(), fell
 
     def _fp32(self, q32, k: int, db_rows: int):
-        """(m, k) top-k of ``q32`` against the whole shard in IEEE float32, by (-value, id)."""
+        """(m, k) top-k of ``q32`` against the whole shard in IEEE float32, by (-value, id). The products
+        pick ``k + EXTRA`` candidates, re-scored as the bf16 path's are: equal similarities at the k-th
+        place keep the lower ids (as the CPU's exact search does), and the products' own rounding does
+        not decide the cut."""
         torch = _torch()
+        kk = min(k + EXTRA, self.n)
         best_v = best_i = None
         for b in range(0, self.n, db_rows):  # IEEE float32 products: device_search holds _ieee_fp32
             S = q32 @ self.y32[b : b + db_rows].T
-            v, i = S.topk(min(k, S.shape[1]), dim=1)
+            v, i = S.topk(min(kk, S.shape[1]), dim=1)
             i += b
             if best_v is None:
                 best_v, best_i = v, i
             else:
-                best_v, j = torch.cat([best_v, v], 1).topk(k, dim=1)
+                best_v, j = torch.cat([best_v, v], 1).topk(kk, dim=1)
                 best_i = torch.cat([best_i, i], 1).gather(1, j)
         best_v = (self.y32[best_i] * q32[:, None, :]).sum(-1)  # the same re-score as the bf16 path's
         best_i, o = best_i.sort(dim=1)
         best_v, o2 = best_v.gather(1, o).sort(dim=1, descending=True, stable=True)
-        return best_v, best_i.gather(1, o2)
+        return best_v[:, :k], best_i.gather(1, o2)[:, :k]
 
 
 def _shards(db: BlockSource, devices: Sequence, mu: np.ndarray, block_rows: int) -> list[_Shard]:
