@@ -38,7 +38,6 @@ import numpy as np
 from .gpu import _gpu_device_present
 from .sources import BlockSource, _blocks
 from .tiles import bf16_slack
-from .workers import _canonical
 
 #: candidates kept beyond k per query and shard, re-scored in float32.
 EXTRA = 16
@@ -162,25 +161,8 @@ class _Shard:
         qb = torch.zeros((len(q32), self.yb.shape[1]), dtype=torch.bfloat16, device=self.device)
         qb[:, :d] = qc
         qb[:, d : d + 2] = 1
-        V = Ix = None
-        for b in range(0, self.n, db_rows):
-            S = qb @ self.yb[b : b + db_rows].T
-            v, i = S.topk(min(c, S.shape[1]), dim=1, sorted=False)
-            del S
-            if b:
-                i += b
-            if V is None:
-                V, Ix = v, i
-            else:
-                V, j = torch.cat([V, v], 1).topk(c, dim=1, sorted=False)
-                Ix = torch.cat([Ix, i], 1).gather(1, j)
-        E = (self.y32[Ix] * q32[:, None, :]).sum(-1)  # exact float32 re-scores (m, c)
-        # (-E, id) order: sort by id, then a stable sort by value keeps equal values in id order.
-        Ix, o = Ix.sort(dim=1)
-        E = E.gather(1, o)
-        E, o = E.sort(dim=1, descending=True, stable=True)
-        Ix = Ix.gather(1, o)
-        E, Ix = E[:, :k], Ix[:, :k]
+        V, Ix = _running_top(lambda b: qb @ self.yb[b : b + db_rows].T, self.n, db_rows, c)
+        E, Ix = self._rescore(q32, Ix, k)
         if c < self.n:  # rows left out: their estimates are at most the smallest kept one
             e_c = V.float().min(dim=1).values
             bound = e_c + bf16_slack(e_c, _norm4(qc) * self.n4max) + self.lo_err
@@ -198,22 +180,33 @@ class _Shard:
         pick ``k + EXTRA`` candidates, re-scored as the bf16 path's are: equal similarities at the k-th
         place keep the lower ids (as the CPU's exact search does), and the products' own rounding does
         not decide the cut."""
-        torch = _torch()
-        kk = min(k + EXTRA, self.n)
-        best_v = best_i = None
-        for b in range(0, self.n, db_rows):  # IEEE float32 products: device_search holds _ieee_fp32
-            S = q32 @ self.y32[b : b + db_rows].T
-            v, i = S.topk(min(kk, S.shape[1]), dim=1)
-            i += b
-            if best_v is None:
-                best_v, best_i = v, i
-            else:
-                best_v, j = torch.cat([best_v, v], 1).topk(kk, dim=1)
-                best_i = torch.cat([best_i, i], 1).gather(1, j)
-        best_v = (self.y32[best_i] * q32[:, None, :]).sum(-1)  # the same re-score as the bf16 path's
-        best_i, o = best_i.sort(dim=1)
-        best_v, o2 = best_v.gather(1, o).sort(dim=1, descending=True, stable=True)
-        return best_v[:, :k], best_i.gather(1, o2)[:, :k]
+        _, best_i = _running_top(lambda b: q32 @ self.y32[b : b + db_rows].T, self.n, db_rows, min(k + EXTRA, self.n))
+        return self._rescore(q32, best_i, k)
+
+    def _rescore(self, q32, Ix, k: int):
+        """The top k of candidates ``Ix`` by exact float32 similarity (element-wise, no matrix-product
+        lowering), by (-value, id): sorted by id, then stably by value."""
+        Ix, o = Ix.sort(dim=1)
+        E, o = (self.y32[Ix] * q32[:, None, :]).sum(-1).sort(dim=1, descending=True, stable=True)
+        return E[:, :k], Ix.gather(1, o)[:, :k]
+
+
+def _running_top(product, n: int, db_rows: int, c: int):
+    """(values, ids) of the top ``c`` of each row of ``product(b)`` (the rows' products with database
+    rows ``[b, b + db_rows)``) over ``b`` in ``range(0, n, db_rows)``, merged chunk by chunk, unsorted."""
+    torch = _torch()
+    V = Ix = None
+    for b in range(0, n, db_rows):
+        S = product(b)
+        v, i = S.topk(min(c, S.shape[1]), dim=1, sorted=False)
+        del S
+        i += b
+        if V is None:
+            V, Ix = v, i
+        else:
+            V, j = torch.cat([V, v], 1).topk(c, dim=1, sorted=False)
+            Ix = torch.cat([Ix, i], 1).gather(1, j)
+    return V, Ix
 
 
 def _shards(db: BlockSource, devices: Sequence, mu: np.ndarray, block_rows: int) -> list[_Shard]:
@@ -271,8 +264,7 @@ def device_search(qs: BlockSource, db: BlockSource, k: int, block_rows: int, pro
                     res = list(pool.map(lambda s: s.search(xq, min(k, s.n), extra, query_rows, db_rows), shards))
                 fell += sum(r[2] for r in res)
                 d_, i_ = _merge([(r[0], r[1]) for r in res], k)
-                D[q0 : q0 + len(xq)], I[q0 : q0 + len(xq)] = d_, i_
-                _canonical(D[q0 : q0 + len(xq)], I[q0 : q0 + len(xq)])
+                D[q0 : q0 + len(xq)], I[q0 : q0 + len(xq)] = d_, i_  # already by (-value, id)
                 q0 += len(xq)
                 if progress:
                     progress(len(xq))
