@@ -281,11 +281,11 @@ def main() -> None:
     import faiss
 
     from bitextmine.knn import auto_index
-    from bitextmine.knn.tiles import precision
+    from bitextmine.knn.tiles import precision, scan_precision
 
     faiss.omp_set_num_threads(args.threads)
     result = {**header(), "benchmark": "mine_speed", "n": args.n, "dim": DIM, "k": K, "margin": "ratio", "strategy": "max",
-              "threads": args.threads, "exact_precision": precision(), "auto_index": auto_index(args.n, DIM), "data": {}}
+              "threads": args.threads, "exact_precision": precision(), "scan_precision": scan_precision(), "auto_index": auto_index(args.n, DIM), "data": {}}
     result["matmul_peak_at_start"] = matmul_peaks(args.threads, DIM)
     if any(m.endswith("_gpu") for m in args.methods):
         result["gpu"] = gpu_peak()
@@ -312,6 +312,7 @@ def main() -> None:
             entry["runs"][method] = {"seconds": round(sec, 1), "pairs": len(pairs), "useful_gflops": round(gf, 1),
                                      "fraction_of_fp32_peak": round(gf / pk["fp32_numpy_gflops"], 3),
                                      "fraction_of_bf16_peak": round(gf / pk["bf16_torch_gflops"], 3),
+                                     **({"fraction_of_int8_peak": round(gf / pk["int8_torch_gops"], 3)} if "int8_torch_gops" in pk else {}),
                                      "true_pairs_recovered": round(len(set(got[method]) & truth_set) / len(truth), 5),
                                      "load_before": [round(v, 2) for v in load0], "load_after": [round(v, 2) for v in os.getloadavg()]}
             if method.endswith("_gpu"):

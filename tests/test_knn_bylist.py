@@ -47,7 +47,7 @@ def _brute_over_probes(x: np.ndarray, index: faiss.IndexIVF, probes: np.ndarray,
     return D, I
 
 
-@pytest.mark.parametrize("prec", ["fp32", "bf16"])
+@pytest.mark.parametrize("prec", ["fp32", "bf16", "int8"])
 @pytest.mark.parametrize("spec", ["IVF24,Flat", "IVF24,SQfp16", "IVF24,SQ8", "IVF24,PQ8"])
 def test_by_list_scan_equals_brute_force_over_the_probed_lists(prec: str, spec: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BITEXTMINE_KNN_PRECISION", prec)
@@ -62,9 +62,9 @@ def test_by_list_scan_equals_brute_force_over_the_probed_lists(prec: str, spec: 
     examined, kept = [], []
     real_scan, real_top = bylist._scan, bylist._top
 
-    def scan(workers, reader, sizes, lists, fn, k=None):
+    def scan(workers, sizes, lists, fn, k=None):
         examined.append(int(sizes[lists[lists >= 0]].sum()))
-        return real_scan(workers, reader, sizes, lists, fn, k)
+        return real_scan(workers, sizes, lists, fn, k)
 
     def top(found, m, k_):
         kept.append(sum(len(f[0]) for f in found))
@@ -88,7 +88,7 @@ def test_by_list_scan_equals_brute_force_over_the_probed_lists(prec: str, spec: 
     assert sum(kept) < 0.25 * sum(examined)
 
 
-@pytest.mark.parametrize("prec", ["fp32", "bf16"])
+@pytest.mark.parametrize("prec", ["fp32", "bf16", "int8"])
 def test_by_list_scan_is_bit_identical_with_one_and_two_threads(prec: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BITEXTMINE_KNN_PRECISION", prec)
     x, y = _shared_mean(3000, 64, 2), _shared_mean(2500, 64, 3)
@@ -172,7 +172,7 @@ def test_pre_transformed_queries_do_not_depend_on_the_block_shape() -> None:
     np.testing.assert_allclose(whole, faiss.rev_swig_ptr(rotated, y.size).reshape(y.shape), atol=1e-5)
 
 
-@pytest.mark.parametrize("prec", ["fp32", "bf16"])
+@pytest.mark.parametrize("prec", ["fp32", "bf16", "int8"])
 def test_cutting_held_entries_to_the_k_best_changes_no_bit(prec: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each worker cuts the entries it holds to its queries' k best whenever they pass REDUCE_AT (the
     memory of a query block at 1M rows was GBs): the same neighbours and ties, bit for bit, as holding all."""

@@ -27,8 +27,9 @@ from typing import Any
 import faiss
 import numpy as np
 
+from . import int8
 from .sources import BlockSource, _blocks
-from .tiles import _sort_key, bf16_slack, estimate32, norm4, precision, torch_fp32
+from .tiles import _sort_key, bf16_slack, estimate32, norm4, scan_precision, torch_fp32
 from .workers import SHARES, _canonical, _single_blas, _torch_single, _Workers, release_free_memory
 
 
@@ -162,12 +163,15 @@ def _search_ivf_by_list(
     nlist, nprobe = int(ivf.nlist), min(int(ivf.nprobe), int(ivf.nlist))
     reader = _ListReader(ivf)
     sizes = np.array([reader.size(l) for l in range(nlist)], dtype=np.int64)
-    prec = precision()
+    prec = scan_precision()
     torch32 = prec == "fp32" and torch_fp32()  # float32 estimates through torch: decided once a search
+    coded = None
     D = np.empty((nq, k), dtype=np.float32)
     I = np.empty((nq, k), dtype=np.int64)
     q0 = 0
-    with _Workers() as workers, _single_blas(), _torch_single(prec == "bf16" or torch32):
+    with _Workers() as workers, _single_blas(), _torch_single(prec != "fp32" or torch32):
+        if prec == "int8":
+            coded = int8.Int8Lists(reader, sizes, workers)  # quantised once for every query block
         for xq in _blocks(qs, query_rows):
             m = len(xq)
             if probe is not None:
@@ -175,19 +179,25 @@ def _search_ivf_by_list(
             else:
                 lists = _assign(ivf.quantizer, xq if shift is None else xq - shift, nprobe, workers)  # -1 = no list
             lists = np.asarray(lists, dtype=np.int32).reshape(m, -1)
-            q = _Queries(xq, prec, torch32)
+            q = _Queries(xq, prec, torch32, workers)
             thr = np.full(m, -np.inf, np.float32)
 
-            def bound(who: np.ndarray, xb: np.ndarray, ids: np.ndarray) -> None:
+            def bound(who: np.ndarray, l: int) -> None:
                 """Each query's nearest list (one a query: disjoint ``who``): its k-th value, less the
                 float32 error bound, is a lower bound of the query's final k-th."""
-                if len(ids) >= k:
+                if sizes[l] >= k:
+                    xb = reader.read(l)[0]
                     S = estimate32(q.a[who], xb, q.torch32)
-                    kth = np.partition(S, len(ids) - k, axis=1)[:, len(ids) - k]
+                    kth = np.partition(S, len(xb) - k, axis=1)[:, len(xb) - k]
                     thr[who] = kth - _fp32_slack(q.n2[who], xb)
 
-            _scan(workers, reader, sizes, lists[:, :1], bound)
-            found = _scan(workers, reader, sizes, lists, lambda who, xb, ids: _entries(q, who, xb, ids, thr[who]), k)
+            def scan(who: np.ndarray, l: int) -> Found | None:
+                if coded is not None:
+                    return int8.entries(q, who, l, coded, thr[who], _exact)
+                return _entries(q, who, *reader.read(l), thr[who])
+
+            _scan(workers, sizes, lists[:, :1], bound)
+            found = _scan(workers, sizes, lists, scan, k)
             D[q0 : q0 + m], I[q0 : q0 + m] = _top(found, m, k)
             if progress:
                 progress(m)
@@ -198,15 +208,18 @@ def _search_ivf_by_list(
 
 
 class _Queries:
-    """A query block as float32 with its rows' 2-norms, and on the bf16 path as bf16 bits (uint16,
-    for fast row gathers) with their 4-norms; ``torch32``: float32 estimates through torch (:func:`.tiles.estimate32`)."""
+    """A query block as float32 with its rows' 2-norms, on the bf16 path as bf16 bits (uint16,
+    for fast row gathers) with their 4-norms, on the int8 path as int8 codes (:class:`.int8.Int8Queries`);
+    ``torch32``: float32 estimates through torch (:func:`.tiles.estimate32`)."""
 
-    def __init__(self, xq: np.ndarray, prec: str, torch32: bool = False) -> None:
+    def __init__(self, xq: np.ndarray, prec: str, torch32: bool = False, workers: _Workers | None = None) -> None:
         self.torch32 = torch32
         self.a = np.ascontiguousarray(xq, dtype=np.float32)
         self.n2 = np.sqrt(np.einsum("ij,ij->i", self.a, self.a))
-        self.bits = self.n4 = None
-        if prec == "bf16":
+        self.bits = self.n4 = self.int8 = None
+        if prec == "int8":
+            self.int8 = int8.Int8Queries(self.a, workers or _Workers(1))
+        elif prec == "bf16":
             import torch
 
             self.bits = torch.from_numpy(self.a).bfloat16().view(torch.int16).numpy()
@@ -233,9 +246,9 @@ Found = tuple[np.ndarray, np.ndarray, np.ndarray]  # (query rows, database ids, 
 REDUCE_AT = 1 << 21
 
 
-def _scan(workers: _Workers, reader: _ListReader, sizes: np.ndarray, lists: np.ndarray,
-          fn: Callable[[np.ndarray, np.ndarray, np.ndarray], Found | None], k: int | None = None) -> list[Found]:
-    """``fn(who, vectors, ids)`` for every list and the queries ``who`` that probe it (``lists``:
+def _scan(workers: _Workers, sizes: np.ndarray, lists: np.ndarray,
+          fn: Callable[[np.ndarray, int], Found | None], k: int | None = None) -> list[Found]:
+    """``fn(who, list)`` for every list and the queries ``who`` that probe it (``lists``:
     (m, p) list ids, -1 = none), on the worker threads; the results other than None in a fixed order.
     With ``k``, each share's results are cut to its queries' k best (:func:`_reduce`) whenever they
     pass :data:`REDUCE_AT` entries and at its end: memory stays bounded whatever the bounds let through."""
@@ -258,7 +271,7 @@ def _scan(workers: _Workers, reader: _ListReader, sizes: np.ndarray, lists: np.n
     def scan(share: np.ndarray) -> list:
         out, held = [], 0
         for l in share.tolist():
-            r = fn(owners[bounds[l] : bounds[l + 1]], *reader.read(l))
+            r = fn(owners[bounds[l] : bounds[l + 1]], l)
             if r is None:
                 continue
             out.append(r)

@@ -40,7 +40,8 @@ import numpy as np
 # setting, wins.
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "64")
 
-#: "auto", "fp32" or "bf16" (the environment variable BITEXTMINE_KNN_PRECISION wins when set).
+#: "auto", "fp32", "bf16" or "int8" (the environment variable BITEXTMINE_KNN_PRECISION wins when set);
+#: "int8" applies to the by-list scan's estimates (:func:`scan_precision`), the exact tiles then take "auto".
 PRECISION = "auto"
 #: candidates kept beyond k per row and column on the bf16 path, re-scored in float32.
 BF16_EXTRA = 16
@@ -62,14 +63,33 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+def _wanted() -> str:
+    return os.environ.get("BITEXTMINE_KNN_PRECISION", PRECISION).strip().lower()
+
+
 def precision() -> str:
     """The precision of exact tiles on this machine: "fp32" or "bf16" (from the CPU flags, the same in every process)."""
-    want = os.environ.get("BITEXTMINE_KNN_PRECISION", PRECISION).strip().lower()
+    want = _wanted()
     if want in ("fp32", "bf16"):
         return want
     if "auto" not in _chosen:
         _chosen["auto"] = "bf16" if set(BF16_FLAGS) & cpu_flags() and _has_torch() else "fp32"
     return _chosen["auto"]
+
+
+def scan_precision() -> str:
+    """The precision of the by-list scan's estimates: "int8" where the CPU has int8 matrix units
+    (:data:`.int8.INT8_FLAGS`: twice the bf16 rate) and torch multiplies int8, else :func:`precision`.
+    Every entry that may enter a top-k is computed again in float32, so the choice changes the speed only,
+    never a neighbour or a bit of a similarity; ``BITEXTMINE_KNN_PRECISION`` = fp32 / bf16 / int8 forces it."""
+    from .int8 import INT8_FLAGS, int8_ready
+
+    want = _wanted()
+    if want in ("fp32", "bf16"):
+        return want
+    if want == "int8" or (set(INT8_FLAGS) & cpu_flags() and int8_ready()):
+        return "int8" if int8_ready() else precision()
+    return precision()
 
 
 def torch_fp32() -> bool:

@@ -1,0 +1,149 @@
+"""Int8 estimates for the by-list IVF scan (:mod:`.bylist`), on CPUs with int8 matrix units.
+
+Every vector is stored as int8 codes ``a`` and a scale ``s`` (x ~ s a, ``s = max |x_i| / 127``):
+each query row with its own scale, each inverted list with one scale for all its rows. The scan
+estimates q.x by ``s_q s_l (a_q . a_x)``, an exact integer product (``torch._int_mm``: int32 sums
+of d products of at most 127^2, exact below d = 133,000), which oneDNN runs on VNNI / AMX int8
+units at about twice the bf16 rate (``benchmarks/mine_speed.py``; AVX512-VNNI EPYC, one thread, a
+list of ~100 rows against 6,250 queries: 340-410 GOP/s against 180-210 GFLOP/s in bf16).
+
+The estimate's error is bounded without any assumption on the data: with q~ = s_q a_q and
+x~ = s_l a_x, q.x - q~.x~ = (q - q~).x + q~.(x - x~), so by Cauchy-Schwarz
+|q.x - q~.x~| <= |q - q~| |x| + |q~| |x - x~| (:func:`slack`): each query's residual norm and the
+norm of its codes, each list's largest row norm and largest residual norm, all rounded up. An entry
+whose estimate plus that bound (and float32's own rounding of the exact value) stays below its
+query's bound cannot enter the top-k; the others are computed again pair by pair in float32, so the
+neighbours and similarities are those of the float32 scan, bit for bit.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+#: CPU flags of int8 matrix units: the scan uses int8 where one is present (:func:`.tiles.scan_precision`).
+INT8_FLAGS = ("amx_int8", "avx512_vnni")
+#: Quantised lists kept between query blocks, in bytes (one byte a coordinate): 1M x 384-d lists take 384 MB;
+#: lists past it are quantised again at every visit.
+LIST_CACHE_BYTES = 512 << 20
+#: Lists quantised together (one pass over many small lists costs far less than a pass over each).
+LISTS_AT_ONCE = 32
+#: Relative and absolute margins added to every norm computed in float32 (sums of a few thousand terms
+#: err by far less than 1e-4 relative; the residuals' own rounding is below 2^-22 of the row's norm).
+_REL, _ABS = 1e-4, 2.0**-22
+_ready: dict[str, bool] = {}
+
+
+def int8_ready() -> bool:
+    """Whether torch multiplies int8 matrices on this machine (``torch._int_mm``, checked once)."""
+    if "ok" not in _ready:
+        try:
+            import torch
+
+            a = torch.ones((17, 64), dtype=torch.int8)
+            _ready["ok"] = int(torch._int_mm(a, torch.ones((33, 64), dtype=torch.int8).T)[0, 0]) == 64
+        except Exception:  # no torch, or a build without int8 products
+            _ready["ok"] = False
+    return _ready["ok"]
+
+
+def quantize(x: np.ndarray, groups: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    """``x`` (n, d) float32 as int8 codes: ``(codes, scale, residual, coded_norm, norm)``: one scale a row,
+    or one for each group of consecutive rows (``groups``: their sizes); ``scale`` a float64 array (one
+    a row or a group), ``residual`` = |x - s a|, ``coded_norm`` = |s a|, ``norm`` = |x| float64 a row, rounded up."""
+    import torch
+
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    top = t.abs().amax(dim=1)
+    if groups is not None:  # the largest of each group's rows, for all of them
+        top = torch.from_numpy(np.maximum.reduceat(top.numpy(), np.cumsum(groups) - groups))
+    s = torch.where(top > 0, top / 127.0, torch.ones_like(top))
+    rows = s if groups is None else torch.from_numpy(np.repeat(s.numpy(), groups))
+    codes = torch.round(t / rows[:, None]).clamp_(-127, 127).to(torch.int8)
+    back = codes.float() * rows[:, None]
+    norm = torch.linalg.vector_norm(t, dim=1).double().numpy()
+    resid = torch.linalg.vector_norm(t - back, dim=1).double().numpy() * (1 + _REL) + _ABS * norm
+    # |a|^2 is an integer below 2^24 (d 127^2): exact in float32
+    coded = np.sqrt((codes.float() ** 2).sum(dim=1).double().numpy()) * rows.double().numpy() * (1 + _REL)
+    return codes.numpy(), s.double().numpy(), resid, coded, norm * (1 + _REL)
+
+
+def slack(q_resid: np.ndarray, q_coded: np.ndarray, q_norm: np.ndarray, x_norm: float, x_resid: float, d: int) -> np.ndarray:
+    """How far the exact float32 inner product of a query with a list row may lie above its int8 estimate:
+    the Cauchy-Schwarz bound (module doc) plus float32's rounding of the exact value (d 2^-24 |q| |x|, 1e-7)."""
+    return q_resid * x_norm + q_coded * x_resid + (2 * d * 2.0**-24 * 1.01) * q_norm * x_norm + 1e-7
+
+
+class Int8Queries:
+    """A query block's int8 codes (rows of 8-byte words, for fast row gathers) and their bounds' terms."""
+
+    def __init__(self, xq: np.ndarray, workers: Any) -> None:
+        parts = workers.map(lambda sl: quantize(xq[sl]), workers.slices(len(xq)))
+        codes, self.scale, self.resid, self.coded, self.norm = (np.concatenate(p) for p in zip(*parts))
+        self.d = codes.shape[1]
+        self.words = codes.view(np.uint64) if self.d % 8 == 0 else codes
+
+    def gather(self, who: np.ndarray) -> Any:
+        import torch
+
+        return torch.from_numpy(np.take(self.words, who, axis=0).view(np.int8))
+
+
+class Int8Lists:
+    """Each inverted list's int8 codes (torch, one scale a list) with its largest row and residual norms.
+    Quantised at the start of a search, many lists at a time on the worker threads, when they fit
+    :data:`LIST_CACHE_BYTES` (one byte a coordinate); else each list again at every visit."""
+
+    def __init__(self, reader: Any, sizes: np.ndarray, workers: Any) -> None:
+        self.reader = reader
+        self.kept: dict[int, tuple[Any, float, float, float]] = {}
+        if int(sizes.sum()) * int(reader.d) <= LIST_CACHE_BYTES:
+            full = np.flatnonzero(sizes > 0)
+            for part in workers.map(self._quantize, np.array_split(full, max(1, len(full) // LISTS_AT_ONCE))):
+                self.kept.update(part)
+
+    def _quantize(self, ls: np.ndarray) -> dict[int, tuple[Any, float, float, float]]:
+        import torch
+
+        ls = ls.tolist()
+        if not ls:
+            return {}
+        vecs = [self.reader.read(l)[0] for l in ls]
+        n = np.array([len(v) for v in vecs])
+        codes, s, resid, _, norm = quantize(np.concatenate(vecs), groups=n)
+        at = np.cumsum(n) - n
+        big_norm, big_resid = np.maximum.reduceat(norm, at), np.maximum.reduceat(resid, at)
+        codes = torch.from_numpy(codes)
+        return {l: (codes[a : a + m], float(s[i]), float(big_norm[i]), float(big_resid[i]))
+                for i, (l, a, m) in enumerate(zip(ls, at.tolist(), n.tolist()))}
+
+    def get(self, l: int) -> tuple[Any, float, float, float]:
+        """``(codes, scale, largest row norm, largest residual norm)`` of list ``l``."""
+        got = self.kept.get(l)
+        return got if got is not None else self._quantize(np.array([l]))[l]
+
+
+def entries(q: Any, who: np.ndarray, l: int, lists: Int8Lists, thr: np.ndarray, exact: Any) -> tuple[np.ndarray, ...] | None:
+    """The entries of list ``l`` for the queries ``who`` (bounds ``thr``) whose int8 estimate plus its
+    :func:`slack` reaches the bound, computed again pair by pair (``exact``, :func:`.bylist._exact`), those
+    that reach it: (query rows, ids, similarities), or None."""
+    import torch
+
+    iq: Int8Queries = q.int8
+    codes, s_l, x_norm, x_resid = lists.get(l)
+    d = iq.d
+    tau = thr.astype(np.float64) - slack(iq.resid[who], iq.coded[who], iq.norm[who], x_norm, x_resid, d)
+    # est = s_l s_q p >= tau  <=>  p >= tau / (s_l s_q) for the integer product p: one below its floor, for float rounding
+    need = np.floor(np.clip(tau / (s_l * iq.scale[who]), -2.0**31 + 2, 2.0**31 - 2)) - 1
+    need = need.astype(np.int32)
+    prod = torch._int_mm(codes, iq.gather(who).T)  # (list rows, queries) int32
+    cols = np.flatnonzero(prod.amax(dim=0).numpy() >= need)
+    if not len(cols):
+        return None
+    sub = prod[:, torch.from_numpy(cols)].numpy().T  # (queries kept, list rows)
+    n = sub.shape[1]
+    j, c = np.divmod(np.flatnonzero(sub >= need[cols][:, None]), n)  # by query, then row
+    xb, ids = lists.reader.read(l)
+    rows, cand, v = exact(q.a[who[cols]], xb, j, c)
+    ok = v >= thr[cols[rows]]
+    return who[cols[rows[ok]]], ids[cand[ok]], v[ok]
