@@ -3,7 +3,7 @@
 Every vector is stored as int8 codes ``a`` and a scale ``s`` (x ~ s a, ``s = max |x_i| / 127``):
 each query row with its own scale, each inverted list with one scale for all its rows. The scan
 estimates q.x by ``s_q s_l (a_q . a_x)``, an exact integer product (``torch._int_mm``: int32 sums
-of d products of at most 127^2, exact below d = 133,000), which oneDNN runs on VNNI / AMX int8
+of d products of at most 127^2: exact below d = 133,000), which oneDNN runs on VNNI / AMX int8
 units at about twice the bf16 rate (``benchmarks/mine_speed.py``; AVX512-VNNI EPYC, one thread, a
 list of ~100 rows against 6,250 queries: 340-410 GOP/s against 180-210 GFLOP/s in bf16).
 
@@ -28,8 +28,8 @@ INT8_FLAGS = ("amx_int8", "avx512_vnni")
 LIST_CACHE_BYTES = 512 << 20
 #: Lists quantised together (one pass over many small lists costs far less than a pass over each).
 LISTS_AT_ONCE = 32
-#: Relative and absolute margins added to every norm computed in float32 (sums of a few thousand terms
-#: err by far less than 1e-4 relative; the residuals' own rounding is below 2^-22 of the row's norm).
+#: Relative and absolute margins added to every norm computed in float32 (besides 2 d 2^-24 for the sum of
+#: d squares; the residuals' own rounding is below 2^-22 of the row's norm).
 _REL, _ABS = 1e-4, 2.0**-22
 _ready: dict[str, bool] = {}
 
@@ -61,11 +61,11 @@ def quantize(x: np.ndarray, groups: np.ndarray | None = None) -> tuple[np.ndarra
     rows = s if groups is None else torch.from_numpy(np.repeat(s.numpy(), groups))
     codes = torch.round(t / rows[:, None]).clamp_(-127, 127).to(torch.int8)
     back = codes.float() * rows[:, None]
+    rel = _REL + 2 * t.shape[1] * 2.0**-24  # float32 sums of d squares
     norm = torch.linalg.vector_norm(t, dim=1).double().numpy()
-    resid = torch.linalg.vector_norm(t - back, dim=1).double().numpy() * (1 + _REL) + _ABS * norm
-    # |a|^2 is an integer below 2^24 (d 127^2): exact in float32
-    coded = np.sqrt((codes.float() ** 2).sum(dim=1).double().numpy()) * rows.double().numpy() * (1 + _REL)
-    return codes.numpy(), s.double().numpy(), resid, coded, norm * (1 + _REL)
+    resid = torch.linalg.vector_norm(t - back, dim=1).double().numpy() * (1 + rel) + _ABS * norm
+    coded = np.sqrt(codes.to(torch.int32).pow(2).sum(dim=1).double().numpy()) * rows.double().numpy() * (1 + _REL)  # |a|^2 exact
+    return codes.numpy(), s.double().numpy(), resid, coded, norm * (1 + rel)
 
 
 def slack(q_resid: np.ndarray, q_coded: np.ndarray, q_norm: np.ndarray, x_norm: float, x_resid: float, d: int) -> np.ndarray:
