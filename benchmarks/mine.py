@@ -356,6 +356,9 @@ def main() -> None:
 
     result = {**header(), "benchmark": "mine", "dim": DIM, "paired_fraction": args.paired, "k": 4, "margin": "ratio",
               "strategy": "max", "threshold": None, "threads": args.threads, "block_rows": args.block_rows, "sizes": []}
+    from bitextmine.knn.tiles import precision, scan_precision
+
+    result.update(exact_precision=precision(), scan_precision=scan_precision())  # int8 / bf16 / fp32 on this CPU
     result["matmul_peak_at_start"] = matmul_peaks(args.threads, DIM)
     args.work.mkdir(parents=True, exist_ok=True)
     for n in args.sizes:

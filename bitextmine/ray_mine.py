@@ -105,8 +105,9 @@ class _SearchActor:
     """Holds this worker's part indexes and searches them (made a Ray actor class by :class:`RaySearch`)."""
 
     def __init__(self, tile_precision: str | None = None) -> None:
-        if tile_precision:  # the driver's choice (bf16 or fp32): the same neighbour bits as a local search
+        if tile_precision:  # the driver's tiles (bf16 / fp32): the same bits; the IVF scan's estimates by this CPU (re-scored)
             os.environ["BITEXTMINE_KNN_PRECISION"] = tile_precision
+            os.environ.setdefault("BITEXTMINE_KNN_SCAN_PRECISION", "auto")
         self.stores: dict[str, Any] = {}
         self.plans: dict[int, Any] = {}
         self.built: dict[int, list[tuple[int, Any]]] = {}

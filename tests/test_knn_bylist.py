@@ -7,7 +7,10 @@ import numpy as np
 import pytest
 
 from bitextmine.knn import bylist, ivf, knn_pair
+from bitextmine.knn.int8 import int8_ready
 from bitextmine.knn.sources import ArrayBlocks
+
+INT8 = pytest.mark.skipif(not int8_ready(), reason="no exact int8 matrix products on this CPU (no VNNI / AMX)")
 
 
 def _shared_mean(n: int, d: int, seed: int) -> np.ndarray:
@@ -47,7 +50,7 @@ def _brute_over_probes(x: np.ndarray, index: faiss.IndexIVF, probes: np.ndarray,
     return D, I
 
 
-@pytest.mark.parametrize("prec", ["fp32", "bf16", "int8"])
+@pytest.mark.parametrize("prec", ["fp32", "bf16", pytest.param("int8", marks=INT8)])
 @pytest.mark.parametrize("spec", ["IVF24,Flat", "IVF24,SQfp16", "IVF24,SQ8", "IVF24,PQ8"])
 def test_by_list_scan_equals_brute_force_over_the_probed_lists(prec: str, spec: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BITEXTMINE_KNN_PRECISION", prec)
@@ -88,7 +91,7 @@ def test_by_list_scan_equals_brute_force_over_the_probed_lists(prec: str, spec: 
     assert sum(kept) < 0.25 * sum(examined)
 
 
-@pytest.mark.parametrize("prec", ["fp32", "bf16", "int8"])
+@pytest.mark.parametrize("prec", ["fp32", "bf16", pytest.param("int8", marks=INT8)])
 def test_by_list_scan_is_bit_identical_with_one_and_two_threads(prec: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BITEXTMINE_KNN_PRECISION", prec)
     x, y = _shared_mean(3000, 64, 2), _shared_mean(2500, 64, 3)
@@ -172,7 +175,7 @@ def test_pre_transformed_queries_do_not_depend_on_the_block_shape() -> None:
     np.testing.assert_allclose(whole, faiss.rev_swig_ptr(rotated, y.size).reshape(y.shape), atol=1e-5)
 
 
-@pytest.mark.parametrize("prec", ["fp32", "bf16", "int8"])
+@pytest.mark.parametrize("prec", ["fp32", "bf16", pytest.param("int8", marks=INT8)])
 def test_cutting_held_entries_to_the_k_best_changes_no_bit(prec: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each worker cuts the entries it holds to its queries' k best whenever they pass REDUCE_AT (the
     memory of a query block at 1M rows was GBs): the same neighbours and ties, bit for bit, as holding all."""

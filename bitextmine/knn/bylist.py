@@ -8,9 +8,10 @@ block and the work runs at matrix-multiply speed (``benchmarks/mine.py``).
 No selection per list: each query's nearest list is scanned first (float32), and the k-th value
 it gives the query is a lower bound of the query's final k-th; every list then keeps only the
 entries that may reach it, a comparison instead of a heap (:func:`_entries`). Those products are
-estimates (bf16 where the CPU multiplies it faster, :func:`.tiles.precision`, else float32); the
-entries whose estimate plus its error bound (:func:`.tiles.bf16_slack`) reaches the bound are
-computed again pair by pair in float32. Nothing that can enter a top-k is pruned: for a given
+estimates (:func:`.tiles.scan_precision`: int8 where the CPU has int8 matrix units, :mod:`.int8`;
+else bf16 where it multiplies bf16 faster; else float32); the entries whose estimate plus its error
+bound (:func:`.int8.slack`, :func:`.tiles.bf16_slack`) reaches the bound are computed again pair by
+pair in float32. Nothing that can enter a top-k is pruned: for a given
 assignment of queries to lists the neighbours are FAISS's (similarities equal up to float32
 summation order), and each similarity is the same bits however the lists are split.
 
@@ -29,7 +30,7 @@ import numpy as np
 
 from . import int8
 from .sources import BlockSource, _blocks
-from .tiles import _sort_key, bf16_slack, estimate32, norm4, scan_precision, torch_fp32
+from .tiles import _sort_key, bf16_slack, estimate32, norm4, precision, scan_precision, torch_fp32
 from .workers import SHARES, _canonical, _single_blas, _torch_single, _Workers, release_free_memory
 
 
@@ -164,6 +165,8 @@ def _search_ivf_by_list(
     reader = _ListReader(ivf)
     sizes = np.array([reader.size(l) for l in range(nlist)], dtype=np.int64)
     prec = scan_precision()
+    if prec == "int8" and int(ivf.d) > int8.MAX_DIM:  # int32 sums would overflow
+        prec = precision()
     torch32 = prec == "fp32" and torch_fp32()  # float32 estimates through torch: decided once a search
     coded = None
     D = np.empty((nq, k), dtype=np.float32)
@@ -286,9 +289,9 @@ def _scan(workers: _Workers, sizes: np.ndarray, lists: np.ndarray,
 
 def _entries(q: _Queries, who: np.ndarray, xb: np.ndarray, ids: np.ndarray, thr: np.ndarray) -> Found | None:
     """The entries of q[who] . xb^T at or above their query's bound ``thr`` (query rows, ids,
-    similarities). The product is an estimate (bf16 where the CPU multiplies it faster, else
-    float32); the entries whose estimate plus its error bound reaches the bound are computed
-    again pair by pair (:func:`_exact`)."""
+    similarities). The product is an estimate in bf16 or float32 (the int8 scan: :func:`.int8.entries`);
+    the entries whose estimate plus its error bound reaches the bound are computed again pair by pair
+    (:func:`_exact`)."""
     if q.bits is not None:
         import torch
 

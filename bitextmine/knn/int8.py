@@ -28,20 +28,27 @@ INT8_FLAGS = ("amx_int8", "avx512_vnni")
 LIST_CACHE_BYTES = 512 << 20
 #: Lists quantised together (one pass over many small lists costs far less than a pass over each).
 LISTS_AT_ONCE = 32
-#: Relative and absolute margins added to every norm computed in float32 (besides 2 d 2^-24 for the sum of
-#: d squares; the residuals' own rounding is below 2^-22 of the row's norm).
-_REL, _ABS = 1e-4, 2.0**-22
+#: Relative margin added to every norm (computed in float64 from the float32 rows and the codes: errs by far less).
+_REL = 1e-6
+#: int32 sums of d products of at most 127^2 are exact up to this dimension.
+MAX_DIM = (2**31 - 1) // 127**2
 _ready: dict[str, bool] = {}
 
 
 def int8_ready() -> bool:
-    """Whether torch multiplies int8 matrices on this machine (``torch._int_mm``, checked once)."""
+    """Whether torch multiplies int8 matrices exactly on this machine (checked once, on full-range codes):
+    without VNNI / AMX, oneDNN's int8 kernels sum pairs of products in saturating 16-bit lanes and return
+    wrong products for codes near +-127 (tested under ``ONEDNN_MAX_CPU_ISA=AVX2``), so int8 is refused there."""
     if "ok" not in _ready:
         try:
             import torch
 
-            a = torch.ones((17, 64), dtype=torch.int8)
-            _ready["ok"] = int(torch._int_mm(a, torch.ones((33, 64), dtype=torch.int8).T)[0, 0]) == 64
+            rng = np.random.default_rng(0)
+            a = rng.integers(-127, 128, (80, 384), dtype=np.int8)
+            b = rng.integers(-127, 128, (112, 384), dtype=np.int8)
+            a[0], b[0] = 127, -127  # the extremes, where 16-bit sums saturate
+            got = torch._int_mm(torch.from_numpy(a), torch.from_numpy(b).T).numpy()
+            _ready["ok"] = bool(np.array_equal(got, a.astype(np.int64) @ b.astype(np.int64).T))
         except Exception:  # no torch, or a build without int8 products
             _ready["ok"] = False
     return _ready["ok"]
@@ -60,12 +67,11 @@ def quantize(x: np.ndarray, groups: np.ndarray | None = None) -> tuple[np.ndarra
     s = torch.where(top > 0, top / 127.0, torch.ones_like(top))
     rows = s if groups is None else torch.from_numpy(np.repeat(s.numpy(), groups))
     codes = torch.round(t / rows[:, None]).clamp_(-127, 127).to(torch.int8)
-    back = codes.float() * rows[:, None]
-    rel = _REL + 2 * t.shape[1] * 2.0**-24  # float32 sums of d squares
-    norm = torch.linalg.vector_norm(t, dim=1).double().numpy()
-    resid = torch.linalg.vector_norm(t - back, dim=1).double().numpy() * (1 + rel) + _ABS * norm
-    coded = np.sqrt(codes.to(torch.int32).pow(2).sum(dim=1).double().numpy()) * rows.double().numpy() * (1 + _REL)  # |a|^2 exact
-    return codes.numpy(), s.double().numpy(), resid, coded, norm * (1 + rel)
+    t64, rows64 = t.double(), rows.double()  # norms in float64: no overflow, no loss for tiny coordinates
+    norm = torch.linalg.vector_norm(t64, dim=1).numpy()
+    resid = torch.linalg.vector_norm(t64 - codes.double() * rows64[:, None], dim=1).numpy()
+    coded = np.sqrt(codes.to(torch.int32).pow(2).sum(dim=1).double().numpy()) * rows64.numpy()  # |a|^2 exact
+    return codes.numpy(), s.double().numpy(), resid * (1 + _REL), coded * (1 + _REL), norm * (1 + _REL)
 
 
 def slack(q_resid: np.ndarray, q_coded: np.ndarray, q_norm: np.ndarray, x_norm: float, x_resid: float, d: int) -> np.ndarray:
@@ -134,7 +140,8 @@ def entries(q: Any, who: np.ndarray, l: int, lists: Int8Lists, thr: np.ndarray, 
     d = iq.d
     tau = thr.astype(np.float64) - slack(iq.resid[who], iq.coded[who], iq.norm[who], x_norm, x_resid, d)
     # est = s_l s_q p >= tau  <=>  p >= tau / (s_l s_q) for the integer product p: one below its floor, for float rounding
-    need = np.floor(np.clip(tau / (s_l * iq.scale[who]), -2.0**31 + 2, 2.0**31 - 2)) - 1
+    ratio = tau / (s_l * iq.scale[who])
+    need = np.floor(np.clip(np.where(np.isnan(ratio), -np.inf, ratio), -2.0**31 + 2, 2.0**31 - 2)) - 1  # NaN: keep all
     need = need.astype(np.int32)
     prod = torch._int_mm(codes, iq.gather(who).T)  # (list rows, queries) int32
     cols = np.flatnonzero(prod.amax(dim=0).numpy() >= need)

@@ -81,14 +81,15 @@ def scan_precision() -> str:
     """The precision of the by-list scan's estimates: "int8" where the CPU has int8 matrix units
     (:data:`.int8.INT8_FLAGS`: twice the bf16 rate) and torch multiplies int8, else :func:`precision`.
     Every entry that may enter a top-k is computed again in float32, so the choice changes the speed only,
-    never a neighbour or a bit of a similarity; ``BITEXTMINE_KNN_PRECISION`` = fp32 / bf16 / int8 forces it."""
+    never a neighbour or a bit of a similarity; ``BITEXTMINE_KNN_PRECISION`` = fp32 / bf16 / int8 forces it, and
+    ``BITEXTMINE_KNN_SCAN_PRECISION`` (auto / fp32 / bf16 / int8) the scan alone, whatever the tiles take."""
     from .int8 import INT8_FLAGS, int8_ready
 
-    want = _wanted()
+    want = os.environ.get("BITEXTMINE_KNN_SCAN_PRECISION", "").strip().lower() or _wanted()
     if want in ("fp32", "bf16"):
         return want
-    if want == "int8" or (set(INT8_FLAGS) & cpu_flags() and int8_ready()):
-        return "int8" if int8_ready() else precision()
+    if want == "int8" or set(INT8_FLAGS) & cpu_flags():
+        return "int8" if int8_ready() else precision()  # never int8 products that are not exact
     return precision()
 
 
