@@ -138,3 +138,19 @@ def test_ivf_pair_is_bit_identical_for_1_and_2_threads(iso: tuple[np.ndarray, np
     for a, b in zip(out[0], out[1]):
         np.testing.assert_array_equal(a[0], b[0])
         np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_fuse_pool_with_ids_past_32_bits_orders_as_with_small_ids() -> None:
+    """The pool sorts on one int64 key while ids fit 32 bits, by several keys past that: the same order."""
+    from bitextmine.knn.fuse import _top
+
+    rng = np.random.default_rng(5)
+    rows = rng.integers(0, 40, 600)
+    small = rng.integers(0, 50, 600)
+    sims = (rng.integers(0, 6, 600) / 5).astype(np.float32)  # many ties
+    own = rng.random(600) < 0.5
+    big = small + (1 << 33)  # the same ids, shifted past 32 bits: the other branch
+    D1, I1 = _top(rows, small, sims, own, 40, 4)
+    D2, I2 = _top(rows, big, sims, own, 40, 4)
+    np.testing.assert_array_equal(D1, D2)
+    np.testing.assert_array_equal(np.where(I2 >= 0, I2 - (1 << 33), -1), I1)

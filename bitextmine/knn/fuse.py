@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .workers import _canonical
+from .tiles import _sort_key
+from .workers import _canonical, _Workers
 
 Knn = tuple[np.ndarray, np.ndarray]
 
@@ -31,7 +32,9 @@ def _fuse(fwd: Knn, bwd: Knn, chunk_rows: int = CHUNK_ROWS) -> tuple[Knn, Knn]:
     (fd, fi), (bd, bi) = fwd, bwd
     if len(fd) == 0 or len(bd) == 0 or fd.shape[1] == 0 or bd.shape[1] == 0:
         return fwd, bwd
-    return _pooled(fd, fi, bd, bi, chunk_rows), _pooled(bd, bi, fd, fi, chunk_rows)
+    with _Workers(2) as workers:  # the two directions on two threads (numpy's sorts release the GIL)
+        out = workers.map(lambda a: _pooled(*a, chunk_rows), [(fd, fi, bd, bi), (bd, bi, fd, fi)])
+    return out[0], out[1]
 
 
 def _pooled(d: np.ndarray, i: np.ndarray, od: np.ndarray, oi: np.ndarray, chunk_rows: int) -> Knn:
@@ -61,12 +64,20 @@ def _pooled(d: np.ndarray, i: np.ndarray, od: np.ndarray, oi: np.ndarray, chunk_
 def _top(rows: np.ndarray, cols: np.ndarray, sims: np.ndarray, own: np.ndarray, n: int, k: int) -> Knn:
     """(n, k) best (sim, col) per row from the triples; -inf / -1 padding. A pair found both ways
     keeps the similarity of the row's own search (with fp16 codes the two differ in the last bits)."""
-    order = np.lexsort((~own, cols, rows))
-    rows, cols, sims = rows[order], cols[order], sims[order]
-    first = np.ones(len(rows), bool)
-    first[1:] = (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1])
-    rows, cols, sims = rows[first], cols[first], sims[first]
-    order = np.lexsort((cols, -sims, rows))  # by row, then similarity descending, then id
+    if n < 1 << 30 and (not len(cols) or int(cols.max()) < 1 << 32):  # one int64 key a sort (lexsort is slower)
+        key = (rows << 33) | (cols << 1) | (~own).astype(np.int64)  # by row, then id, own search first
+        order = np.argsort(key, kind="stable")  # equal keys (a repeated pair) keep their given order
+        key = key[order] >> 1
+        order = order[np.r_[True, key[1:] != key[:-1]] if len(key) else np.zeros(0, bool)]
+        rows, cols, sims = rows[order], cols[order], sims[order]
+        order = np.argsort(_sort_key(rows, sims), kind="stable")  # by row, then similarity descending, then id
+    else:
+        order = np.lexsort((~own, cols, rows))
+        rows, cols, sims = rows[order], cols[order], sims[order]
+        first = np.ones(len(rows), bool)
+        first[1:] = (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1])
+        rows, cols, sims = rows[first], cols[first], sims[first]
+        order = np.lexsort((cols, -sims, rows))
     rows, cols, sims = rows[order], cols[order], sims[order]
     start = np.searchsorted(rows, np.arange(n, dtype=np.int64))
     rank = np.arange(len(rows), dtype=np.int64) - start[rows]
