@@ -52,8 +52,13 @@ def _brute_over_probes(x: np.ndarray, index: faiss.IndexIVF, probes: np.ndarray,
 
 @pytest.mark.parametrize("prec", ["fp32", "bf16", pytest.param("int8", marks=INT8)])
 @pytest.mark.parametrize("spec", ["IVF24,Flat", "IVF24,SQfp16", "IVF24,SQ8", "IVF24,PQ8"])
-def test_by_list_scan_equals_brute_force_over_the_probed_lists(prec: str, spec: str, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("merge_at", [None, 1])
+def test_by_list_scan_equals_brute_force_over_the_probed_lists(prec: str, spec: str, merge_at: int | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same neighbours as brute force over the probed lists; ``merge_at`` = 1: the running bounds
+    (:mod:`bitextmine.knn.running`) raised after every list, as tight as they get."""
     monkeypatch.setenv("BITEXTMINE_KNN_PRECISION", prec)
+    if merge_at is not None:
+        monkeypatch.setattr(bylist, "MERGE_AT", merge_at)
     x, y = _shared_mean(1500, 48, 0), _shared_mean(2000, 48, 1)
     y[1::97] = y[0::97][: len(y[1::97])]  # exact duplicates: equal similarities listed by id
     k, nprobe = 7, 5
@@ -65,9 +70,9 @@ def test_by_list_scan_equals_brute_force_over_the_probed_lists(prec: str, spec: 
     examined, kept = [], []
     real_scan, real_top = bylist._scan, bylist._top
 
-    def scan(workers, sizes, lists, fn, k=None):
+    def scan(workers, sizes, lists, fn, k=None, running=None):
         examined.append(int(sizes[lists[lists >= 0]].sum()))
-        return real_scan(workers, sizes, lists, fn, k)
+        return real_scan(workers, sizes, lists, fn, k, running)
 
     def top(found, m, k_):
         kept.append(sum(len(f[0]) for f in found))

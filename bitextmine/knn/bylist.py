@@ -29,6 +29,7 @@ import faiss
 import numpy as np
 
 from . import int8
+from .running import MERGE_AT, Running
 from .sources import BlockSource, _blocks
 from .tiles import _sort_key, bf16_slack, estimate32, norm4, precision, scan_precision, torch_fp32
 from .workers import SHARES, _canonical, _single_blas, _torch_single, _Workers, release_free_memory
@@ -200,7 +201,7 @@ def _search_ivf_by_list(
                 return _entries(q, who, *reader.read(l), thr[who])
 
             _scan(workers, sizes, lists[:, :1], bound)
-            found = _scan(workers, sizes, lists, scan, k)
+            found = _scan(workers, sizes, lists, scan, k, Running(thr, k))
             D[q0 : q0 + m], I[q0 : q0 + m] = _top(found, m, k)
             if progress:
                 progress(m)
@@ -250,11 +251,13 @@ REDUCE_AT = 1 << 21
 
 
 def _scan(workers: _Workers, sizes: np.ndarray, lists: np.ndarray,
-          fn: Callable[[np.ndarray, int], Found | None], k: int | None = None) -> list[Found]:
+          fn: Callable[[np.ndarray, int], Found | None], k: int | None = None, running: Running | None = None) -> list[Found]:
     """``fn(who, list)`` for every list and the queries ``who`` that probe it (``lists``:
     (m, p) list ids, -1 = none), on the worker threads; the results other than None in a fixed order.
     With ``k``, each share's results are cut to its queries' k best (:func:`_reduce`) whenever they
-    pass :data:`REDUCE_AT` entries and at its end: memory stays bounded whatever the bounds let through."""
+    pass :data:`REDUCE_AT` entries and at its end: memory stays bounded whatever the bounds let through.
+    ``running``: the similarities found are merged into it every :data:`.running.MERGE_AT` entries (and at
+    the end of each share), raising the bounds of the lists scanned after (:mod:`.running`)."""
     m, p = lists.shape
     flat = lists.ravel()
     keep = flat >= 0
@@ -271,17 +274,28 @@ def _scan(workers: _Workers, sizes: np.ndarray, lists: np.ndarray,
     active = active[np.argsort(-work, kind="stable")]  # biggest first, dealt round-robin
     shares = [active[w::SHARES] for w in range(SHARES)]  # fixed shares: results independent of the workers
 
+    def merge(pending: list[Found]) -> None:
+        if running is not None and pending:
+            running.add(np.concatenate([f[0] for f in pending]), np.concatenate([f[2] for f in pending]))
+
     def scan(share: np.ndarray) -> list:
-        out, held = [], 0
+        out, held, pending, fresh = [], 0, [], 0
         for l in share.tolist():
             r = fn(owners[bounds[l] : bounds[l + 1]], l)
             if r is None:
                 continue
             out.append(r)
             held += len(r[0])
+            if running is not None:
+                pending.append(r)
+                fresh += len(r[0])
+                if fresh >= MERGE_AT:  # the next lists of every share see the raised bounds
+                    merge(pending)
+                    pending, fresh = [], 0
             if k is not None and held > REDUCE_AT:  # memory: only what may still be in a top-k
                 out = [_reduce(out, k)]
                 held = len(out[0][0])
+        merge(pending)
         return [_reduce(out, k)] if k is not None and len(out) > 1 else out
 
     return [r for part in workers.map(scan, [sh for sh in shares if len(sh)]) for r in part]
