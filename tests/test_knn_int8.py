@@ -22,6 +22,28 @@ def _rows(n: int, d: int, seed: int) -> np.ndarray:
     return a.astype(np.float32)
 
 
+@pytest.mark.parametrize("d", [7, 384, 4096])
+def test_quantize_norms_bound_the_exact_ones_from_above_and_closely(d: int) -> None:
+    """Norms taken in float32 in code units, rounded up: never below the float64 truth, within 1e-3 of it,
+    for rows of any size (tiny rows with subnormal coordinates, huge rows) and for one scale a group (where
+    rows 1e66 times smaller than their group's largest get a loose bound, still above the truth)."""
+    x = _rows(200, d, 2).astype(np.float64)
+    x[1::9] *= 1e-36  # subnormal coordinates in float32
+    x[2::9] *= 1e30
+    x = x.astype(np.float32)
+    for groups in (None, np.array([50, 1, 100, 49])):
+        codes, scale, resid, coded, norm = int8.quantize(x, groups=groups)
+        s = scale if groups is None else np.repeat(scale, groups)
+        x64, q64 = x.astype(np.float64), codes.astype(np.float64) * s[:, None]
+        # closely: rows within 2^20 of their scale (a row far below it, in a list with a huge row, is bounded loosely)
+        near = np.abs(x64).max(axis=1) >= s * 127 * 2.0**-20
+        for got, want in ((resid, np.linalg.norm(x64 - q64, axis=1)), (coded, np.linalg.norm(q64, axis=1)),
+                          (norm, np.linalg.norm(x64, axis=1))):
+            assert (got >= want).all()
+            assert (got <= want * (1 + 1e-3) + 1e-3 * np.linalg.norm(x64, axis=1))[near].all()
+            assert (got[~near] <= 1e-3 * s[~near]).all()
+
+
 @READY
 @pytest.mark.parametrize("d", [37, 64, 384])
 def test_estimate_plus_its_slack_bounds_the_float32_product(d: int) -> None:

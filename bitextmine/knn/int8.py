@@ -28,7 +28,7 @@ INT8_FLAGS = ("amx_int8", "avx512_vnni")
 LIST_CACHE_BYTES = 512 << 20
 #: Lists quantised together (one pass over many small lists costs far less than a pass over each).
 LISTS_AT_ONCE = 32
-#: Relative margin added to every norm (computed in float64 from the float32 rows and the codes: errs by far less).
+#: Relative margin added to every norm, beyond float32's own (:func:`quantize`).
 _REL = 1e-6
 #: int32 sums of d products of at most 127^2 are exact up to this dimension.
 MAX_DIM = (2**31 - 1) // 127**2
@@ -57,21 +57,32 @@ def int8_ready() -> bool:
 def quantize(x: np.ndarray, groups: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
     """``x`` (n, d) float32 as int8 codes: ``(codes, scale, residual, coded_norm, norm)``: one scale a row,
     or one for each group of consecutive rows (``groups``: their sizes); ``scale`` a float64 array (one
-    a row or a group), ``residual`` = |x - s a|, ``coded_norm`` = |s a|, ``norm`` = |x| float64 a row, rounded up."""
+    a row or a group), ``residual`` = |x - s a|, ``coded_norm`` = |s a|, ``norm`` = |x| float64 a row, rounded up.
+
+    The norms are taken in float32 in code units (u = x / s, |u_i| <= 127: no square overflows), then scaled:
+    u's rounding (2^-24 |u_i| a coordinate; the residual u - a is then exact), float32's sums (d 2^-23
+    relative) and squares too small for float32 (rows far below their group's scale) are added; twice as fast
+    as float64 norms. ``coded_norm`` is exact (integer sums)."""
     import torch
 
     t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    top = t.abs().amax(dim=1)
+    d = t.shape[1]
+    top = own = t.abs().amax(dim=1)
     if groups is not None:  # the largest of each group's rows, for all of them
-        top = torch.from_numpy(np.maximum.reduceat(top.numpy(), np.cumsum(groups) - groups))
+        top = torch.from_numpy(np.maximum.reduceat(own.numpy(), np.cumsum(groups) - groups))
     s = torch.where(top > 0, top / 127.0, torch.ones_like(top))
     rows = s if groups is None else torch.from_numpy(np.repeat(s.numpy(), groups))
-    codes = torch.round(t / rows[:, None]).clamp_(-127, 127).to(torch.int8)
-    t64, rows64 = t.double(), rows.double()  # norms in float64: no overflow, no loss for tiny coordinates
-    norm = torch.linalg.vector_norm(t64, dim=1).numpy()
-    resid = torch.linalg.vector_norm(t64 - codes.double() * rows64[:, None], dim=1).numpy()
-    coded = np.sqrt(codes.to(torch.int32).pow(2).sum(dim=1).double().numpy()) * rows64.numpy()  # |a|^2 exact
-    return codes.numpy(), s.double().numpy(), resid * (1 + _REL), coded * (1 + _REL), norm * (1 + _REL)
+    u = t / rows[:, None]
+    codes = torch.round(u).clamp_(-127, 127)
+    sums = 1 + d * 2.0**-23 + _REL  # float32 sums of d squares, rounded up
+    lost = np.sqrt(d) * 2.0**-63 * (own.numpy() > 0)  # squares that underflow (a row far below its group's scale)
+    norm = torch.linalg.vector_norm(u, dim=1).double().numpy() * sums + lost
+    # u's own rounding (2^-24 |u_i| a coordinate) moves the residual by at most 2^-24 |u|
+    resid = torch.linalg.vector_norm(u.sub_(codes), dim=1).double().numpy() * sums + 2.0**-23 * norm + lost
+    codes = codes.to(torch.int8)
+    scale = rows.double().numpy()
+    coded = np.sqrt(codes.to(torch.int32).pow(2).sum(dim=1).double().numpy()) * (1 + _REL)  # |a|^2 exact
+    return codes.numpy(), s.double().numpy(), resid * scale, coded * scale, norm * scale
 
 
 def slack(q_resid: np.ndarray, q_coded: np.ndarray, q_norm: np.ndarray, x_norm: float, x_resid: float, d: int) -> np.ndarray:
