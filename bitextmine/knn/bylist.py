@@ -29,6 +29,7 @@ import faiss
 import numpy as np
 
 from . import int8
+from .assign import _assign
 from .running import MERGE_AT, Running
 from .sources import BlockSource, _blocks
 from .tiles import _sort_key, bf16_slack, estimate32, norm4, precision, scan_precision, torch_fp32
@@ -134,12 +135,6 @@ def _widen(half: np.ndarray) -> np.ndarray:
     except ImportError:
         return half.astype(np.float32)
     return torch.from_numpy(half).float().numpy()
-
-
-def _assign(quantizer: faiss.Index, x: np.ndarray, nprobe: int, workers: _Workers) -> np.ndarray:
-    """(len(x), nprobe) int64: each row's ``nprobe`` nearest lists (the IVF's coarse assignment)."""
-    parts = workers.map(lambda sl: quantizer.search(x[sl], nprobe)[1], workers.slices(len(x)))
-    return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
 def reserve_lists(ivf: faiss.IndexIVF, filed: np.ndarray) -> None:
