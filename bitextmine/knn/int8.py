@@ -154,13 +154,12 @@ def entries(q: Any, who: np.ndarray, l: int, lists: Int8Lists, thr: np.ndarray, 
     ratio = tau / (s_l * iq.scale[who])
     need = np.floor(np.clip(np.where(np.isnan(ratio), -np.inf, ratio), -2.0**31 + 2, 2.0**31 - 2)) - 1  # NaN: keep all
     need = need.astype(np.int32)
-    prod = torch._int_mm(codes, iq.gather(who).T)  # (list rows, queries) int32
-    cols = np.flatnonzero(prod.amax(dim=0).numpy() >= need)
+    prod = torch._int_mm(iq.gather(who), codes.T)  # (queries, list rows) int32: a query's row is contiguous
+    cols = np.flatnonzero(prod.amax(dim=1).numpy() >= need)
     if not len(cols):
         return None
-    sub = prod[:, torch.from_numpy(cols)].numpy().T  # (queries kept, list rows)
-    n = sub.shape[1]
-    j, c = np.divmod(np.flatnonzero(sub >= need[cols][:, None]), n)  # by query, then row
+    sub = prod.numpy()[cols]  # (queries kept, list rows)
+    j, c = np.divmod(np.flatnonzero(sub >= need[cols][:, None]), sub.shape[1])  # by query, then row
     xb, ids = lists.reader.read(l)
     rows, cand, v = exact(q.a[who[cols]], xb, j, c)
     ok = v >= thr[cols[rows]]
