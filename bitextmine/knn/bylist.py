@@ -159,9 +159,10 @@ def _search_ivf_by_list(
     """IVF search organised by list: for each query block, assign the queries to their ``nprobe``
     nearest lists (one product with the centroids), then compare every list with all the queries
     that probe it in one product, keeping the entries that reach their query's bound
-    (:func:`_scan`, :func:`_entries`), and take each query's top-k of them. Same probed lists and
-    neighbours as ``ivf.search``; each list is read once per query block (twice for the queries'
-    nearest lists). The lists are dealt into ``SHARES`` fixed shares on the worker threads, and every
+    (:func:`_scan`, :func:`_entries`), and take each query's top-k of them; the bounds rise as the
+    scan finds better entries (:mod:`.running`). Same probed lists (up to float32 near ties:
+    :mod:`.assign`) and neighbours as ``ivf.search``; each list is read once per query block (twice
+    for the queries' nearest lists). The lists are dealt into ``SHARES`` fixed shares on the worker threads, and every
     similarity returned is computed pair by pair (:func:`_exact`): results are the same for any
     number of workers, and for any split of the database into shards (``ray_mine``).
     ``shift``: subtracted from the queries for the list assignment only (centred probing);
