@@ -32,7 +32,7 @@ from . import int8
 from .assign import _assign
 from .running import MERGE_AT, Running
 from .sources import BlockSource, _blocks
-from .tiles import _sort_key, bf16_slack, estimate32, norm4, precision, scan_precision, torch_fp32
+from .tiles import bf16_slack, estimate32, norm4, precision, ranked, scan_precision, torch_fp32
 from .workers import SHARES, _canonical, _single_blas, _torch_single, _Workers, release_free_memory
 
 
@@ -354,13 +354,7 @@ def _exact(xq: np.ndarray, xb: np.ndarray, rows: np.ndarray, cols: np.ndarray) -
 def _ranked(found: list[Found]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Entries of ``found`` (concatenated) sorted by (query, -similarity), equal keys in their given
     order: ``(order, sorted query rows, rank of each sorted entry within its query)``."""
-    rows = np.concatenate([f[0] for f in found])
-    vals = np.concatenate([f[2] for f in found])
-    order = np.argsort(_sort_key(rows, vals), kind="stable")
-    rows = rows[order]
-    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]) if len(rows) else np.zeros(0, np.int64)
-    rank = np.arange(len(rows), dtype=np.int64) - np.repeat(starts, np.diff(np.r_[starts, len(rows)]))
-    return order, rows, rank
+    return ranked(np.concatenate([f[0] for f in found]), np.concatenate([f[2] for f in found]))
 
 
 def _reduce(found: list[Found], k: int) -> Found:

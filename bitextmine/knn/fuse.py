@@ -68,16 +68,14 @@ def _top(rows: np.ndarray, cols: np.ndarray, sims: np.ndarray, own: np.ndarray, 
         key = (rows << 33) | (cols << 1) | (~own).astype(np.int64)  # by row, then id, own search first
         order = np.argsort(key, kind="stable")  # equal keys (a repeated pair) keep their given order
         key = key[order] >> 1
-        order = order[np.r_[True, key[1:] != key[:-1]] if len(key) else np.zeros(0, bool)]
-        rows, cols, sims = rows[order], cols[order], sims[order]
-        order = np.argsort(_sort_key(rows, sims), kind="stable")  # by row, then similarity descending, then id
+        first = np.r_[True, key[1:] != key[:-1]] if len(key) else np.zeros(0, bool)
     else:
         order = np.lexsort((~own, cols, rows))
-        rows, cols, sims = rows[order], cols[order], sims[order]
-        first = np.ones(len(rows), bool)
-        first[1:] = (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1])
-        rows, cols, sims = rows[first], cols[first], sims[first]
-        order = np.lexsort((cols, -sims, rows))
+        r, c = rows[order], cols[order]
+        first = np.r_[True, (r[1:] != r[:-1]) | (c[1:] != c[:-1])] if len(r) else np.zeros(0, bool)
+    order = order[first]  # each pair once: the row's own search's similarity where it found it
+    rows, cols, sims = rows[order], cols[order], sims[order]
+    order = np.argsort(_sort_key(rows, sims), kind="stable")  # by row, then similarity descending, then id
     rows, cols, sims = rows[order], cols[order], sims[order]
     start = np.searchsorted(rows, np.arange(n, dtype=np.int64))
     rank = np.arange(len(rows), dtype=np.int64) - start[rows]

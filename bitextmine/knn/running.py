@@ -18,7 +18,7 @@ import threading
 
 import numpy as np
 
-from .tiles import _sort_key
+from .tiles import ranked
 
 #: Entries a worker gathers before it merges them into the running k best (one sort of these entries).
 MERGE_AT = 1 << 15
@@ -38,15 +38,13 @@ class Running:
         if not len(rows) or self.k < 1:
             return
         k = self.k
-        order = np.argsort(_sort_key(rows, vals))  # by query, best first
-        rows, vals = rows[order], vals[order]
-        starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
-        counts = np.diff(np.r_[starts, len(rows)])
-        rank = np.arange(len(rows)) - np.repeat(starts, counts)
+        order, rows, rank = ranked(rows, vals)  # by query, best first
+        vals = vals[order]
+        first = rank == 0
+        queries = rows[first]
         keep = rank < k
-        new = np.full((len(starts), k), -np.inf, np.float32)
-        new[np.repeat(np.arange(len(starts)), counts)[keep], k - 1 - rank[keep]] = vals[keep]  # ascending
-        queries = rows[starts]
+        new = np.full((len(queries), k), -np.inf, np.float32)
+        new[(np.cumsum(first) - 1)[keep], k - 1 - rank[keep]] = vals[keep]  # ascending
         with self.lock:
             both = np.concatenate([self.top[queries], new], axis=1)
             both.sort(axis=1)

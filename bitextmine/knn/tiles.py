@@ -196,6 +196,16 @@ def _sort_key(seg: np.ndarray, vals: np.ndarray) -> np.ndarray:
     return (seg.astype(np.int64) << 32) | f
 
 
+def ranked(seg: np.ndarray, vals: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Entries sorted by (segment, -value), equal keys in their given order: ``(order, sorted segments,
+    rank of each sorted entry within its segment)``."""
+    order = np.argsort(_sort_key(seg, vals), kind="stable")
+    seg = seg[order]
+    starts = np.flatnonzero(np.r_[True, seg[1:] != seg[:-1]]) if len(seg) else np.zeros(0, np.int64)
+    rank = np.arange(len(seg), dtype=np.int64) - np.repeat(starts, np.diff(np.r_[starts, len(seg)]))
+    return order, seg, rank
+
+
 def top_of_segments(seg: np.ndarray, vals: np.ndarray, n: int, k: int) -> np.ndarray:
     """(n, k) positions of the top-k entries of each of n segments by (-vals, position); every
     segment has >= k entries (a stable sort keeps equal values in their given order)."""
