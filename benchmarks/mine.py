@@ -22,7 +22,8 @@ anonymous and file-backed pages, so memory-mapped shard pages count) and peak an
   budget, which picks the index tier (SQfp16, SQ8, OPQ/PQ codes); a ``:nprobe=P`` suffix (``auto:nprobe=8``,
   ``auto@2e9:nprobe=8``) probes P lists instead of auto's choice: the same index, data and memory (the
   inverted lists, the k-NN lists, the pooling and scoring of N rows) at a fraction of the scan, for a
-  memory run at a size whose full search would take too long;
+  memory run at a size whose full search would take too long; ``:rerank=N`` sets how many candidates are
+  re-ranked exactly from the stores (``auto@1.5e8:rerank=0``: product codes on their own);
 * ``baseline``: a straightforward exact FAISS ``IndexFlatIP`` over all vectors loaded as float32,
   plus the ratio margin and the max strategy in numpy and a Python loop (LASER's recipe);
   skipped above ``--exact-max`` too.
@@ -177,16 +178,20 @@ def child(method: str, src: str, tgt: str, out: str, threads: int, block_rows: i
     if method == "baseline":
         pairs = baseline(xs, ys, k=4)
     else:
-        name, _, probes = method.partition(":nprobe=")
+        name, *given = method.split(":")
+        kv = dict(g.split("=", 1) for g in given)
         index = "flat" if name == "exact" else "auto"
         budget = int(float(name.split("@", 1)[1])) if name.startswith("auto@") else None
-        nprobe = int(probes) if probes else None
+        nprobe = int(kv["nprobe"]) if "nprobe" in kv else None
+        rerank = int(kv["rerank"]) if "rerank" in kv else None
         from bitextmine.knn import auto_index
 
         if index == "auto":
             spec, params = auto_index(len(ys), ys.dim, memory_budget=budget)
             info["index"] = {"spec": spec, **params, "memory_budget": budget, **({"nprobe": nprobe} if nprobe else {})}
-        res = mine_stores(xs, ys, MineOptions(k=4, index=index, block_rows=block_rows, memory_budget=budget, nprobe=nprobe))
+        res = mine_stores(xs, ys, MineOptions(k=4, index=index, block_rows=block_rows, memory_budget=budget, nprobe=nprobe,
+                                              rerank=rerank))
+        info["index_used"] = res.index
         pairs = np.stack([res.pairs.src, res.pairs.tgt], 1)
     seconds = time.perf_counter() - t
     np.save(out, pairs)
@@ -241,7 +246,8 @@ class _AnonPeak:
 
 #: (function, file) of the phases whose peak anonymous memory is reported, innermost first.
 PHASES = [("train", "knn/centred.py"), ("build", "knn/centred.py"), ("_search_ivf_by_list", "knn/bylist.py"),
-          ("_fuse", "knn/fuse.py"), ("select", "bitextmine/margin.py"), ("_refine", "bitextmine/mining.py")]
+          ("_fuse", "knn/fuse.py"), ("select", "bitextmine/margin.py"), ("_refine", "bitextmine/mining.py"),
+          ("rerank", "knn/rerank.py")]
 
 
 def baseline(xs, ys, k: int) -> np.ndarray:

@@ -50,6 +50,7 @@ class MineOptions:
     index: str = "auto"  # "flat" (exact), "auto" (by size) or a FAISS index factory string
     nprobe: int | None = None  # IVF cells visited per query (None: the index's default)
     memory_budget: int | None = None  # bytes the auto index may hold (None: a quarter of physical memory); picks its codes
+    rerank: int | None = None  # candidates re-ranked exactly from the stored vectors (bitextmine.knn.rerank; None: 4k for product codes; 0: off)
     threshold: float | None = None  # keep pairs scoring at least this margin (mine_files: None = the model's saved one)
     top: int | None = None  # keep only the N best pairs
     dedup: bool = False  # mine unique sentences only (exact text match; stores only)
@@ -79,6 +80,8 @@ class MineOptions:
             raise InputError("{param} must be a number, not NaN", param="threshold")
         if self.top is not None and self.top < 0:
             raise InputError("{param} must be 0 or more", param="top")
+        if self.rerank is not None and self.rerank < 0:
+            raise InputError("{param} must be 0 (off) or a number of candidates", param="rerank")
         if not 0 <= self.refine_band <= 0.5:
             raise InputError("{param} must be between 0 and 0.5", param="refine_band")
 
@@ -117,6 +120,10 @@ class SubsetBlocks:
         for s in range(0, len(self.rows), rows):
             yield self.store.embeddings(self.rows[s : s + rows])
 
+    def embeddings(self, indices: np.ndarray) -> np.ndarray:
+        """(len(indices), dim) float32: rows of the subset (random reads, e.g. for the exact re-rank)."""
+        return self.store.embeddings(self.rows[np.asarray(indices, dtype=np.int64)])
+
 
 def unique_rows(store: EmbeddingStore) -> np.ndarray:
     """Row index of the first occurrence of each distinct sentence text."""
@@ -143,7 +150,7 @@ def plan_index(opts: MineOptions, src_rows: int, tgt_rows: int, dim: int) -> str
     x, y = (tgt_rows, src_rows) if one_way and opts.strategy is Strategy.BACKWARD else (src_rows, tgt_rows)
     # Ray workers search with the CPU rule (bitextmine.ray_mine): plan as they will search
     return index_used(opts.index, x, y, dim, nprobe=opts.nprobe, memory_budget=opts.memory_budget, both=not one_way,
-                      use_gpu=False if opts.engine is not None else opts.use_gpu)
+                      use_gpu=False if opts.engine is not None else opts.use_gpu, k=opts.k, rerank=opts.rerank)
 
 
 def _search_and_select(xs: Any, ys: Any, opts: MineOptions, advance: Advance | None, engine: dict | None = None,
@@ -196,6 +203,8 @@ def _select(xs: Any, ys: Any, opts: MineOptions, advance: Advance | None, knn: A
     kw: dict[str, Any] = dict(index=opts.index, block_rows=opts.block_rows, nprobe=opts.nprobe, use_gpu=opts.use_gpu, progress=advance)
     if opts.memory_budget is not None:
         kw["memory_budget"] = opts.memory_budget
+    if opts.rerank is not None:
+        kw["rerank"] = opts.rerank
     m, st = opts.margin, opts.strategy
     # The absolute margin needs no neighbourhood means: forward/backward then need one search only.
     if m is Margin.ABSOLUTE and st is Strategy.FORWARD:

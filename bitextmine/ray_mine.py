@@ -17,7 +17,9 @@ OPQ) run FAISS's own multi-threaded products, whose last bits follow the thread 
 
 The workers read the parts from the folder path (memory-mapped): on several machines every node
 needs the folders at the same path (a shared filesystem); only part descriptors, trained
-quantizers and (rows, k) results travel. The search runs on the actors' CPUs. Graph indexes
+quantizers and (rows, k) results travel. Product codes' candidates (:mod:`bitextmine.knn.rerank`) are
+merged to each query's top ``depth`` first, then re-ranked exactly on the actors, query part by part,
+from the database folder (random row reads on every node), as a local run re-ranks them. The search runs on the actors' CPUs. Graph indexes
 (HNSW, NSG) span the whole database and are refused. An actor that dies ends the run with an
 :class:`EngineError` (mining writes nothing before the end: rerun). ``ray`` is imported lazily.
 """
@@ -28,7 +30,7 @@ import itertools
 import os
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -38,67 +40,21 @@ import numpy as np
 from bitextmine import __version__, ray_engine
 from bitextmine.errors import BitextmineError, InputError, MismatchError
 from bitextmine.knn import SearchOptions, _nothing_to_search
+from bitextmine.knn import rerank as _rerank
 from bitextmine.knn.bylist import _by_list, _search_ivf_by_list
 from bitextmine.knn.centred import _centred_spec, _Coarse
+from bitextmine.knn.fuse import _fuse
 from bitextmine.knn.ivf import _fill, _new_index, _search, _train
 from bitextmine.knn.pairwise import _merge, exact_search
-from bitextmine.knn.policy import _auto_nprobe, _check, _ivf_query_rows, _resolve
+from bitextmine.knn.policy import _auto_nprobe, _check, _ivf_query_rows, _resolve, describe
 from bitextmine.knn.sources import ArrayBlocks
 from bitextmine.knn.tiles import precision
 from bitextmine.ray_engine import EngineError, RayOptions
+from bitextmine.ray_parts import Part, PartBlocks, parts, whole
 from bitextmine.store import EmbeddingStore
 
 Result = tuple[np.ndarray, np.ndarray]
 Advance = Callable[[int], None] | None
-
-
-@dataclass(frozen=True)
-class Part:
-    """Rows ``[a, b)`` of one side, read by a worker from the folder (``rows``: the store rows after de-duplication)."""
-
-    folder: str
-    a: int
-    b: int
-    rows: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return self.b - self.a
-
-
-class _PartBlocks:
-    """A :class:`Part` as a BlockSource (blocks read from the memory-mapped store, as float32)."""
-
-    def __init__(self, store: Any, part: Part) -> None:
-        self.store, self.part = store, part
-
-    def __len__(self) -> int:
-        return len(self.part)
-
-    @property
-    def dim(self) -> int:
-        return self.store.dim
-
-    def _rows(self, lo: int, hi: int) -> np.ndarray:
-        p = self.part
-        return p.rows[lo:hi] if p.rows is not None else np.arange(p.a + lo, p.a + hi, dtype=np.int64)
-
-    def iter_blocks(self, rows: int) -> Iterator[np.ndarray]:
-        for s in range(0, len(self), rows):
-            yield self.store.embeddings(self._rows(s, min(s + rows, len(self))))
-
-
-def parts(source: Any, align: int) -> list[Part]:
-    """``source`` (an EmbeddingStore, or the SubsetBlocks of one) cut at its shard ends rounded to multiples of ``align``."""
-    store, rows = (source.store, source.rows) if hasattr(source, "rows") else (source, None)
-    if not hasattr(store, "manifest"):
-        raise InputError("{param} ray searches embedding folders only (the workers read them): use mine_stores or mine_files",
-                         param="engine")
-    ends = np.cumsum([e["rows"] for e in store.manifest["shards"]])
-    if rows is not None:
-        ends = np.searchsorted(rows, ends)
-    n = len(source)
-    cuts = sorted({0, n, *(min(n, round(e / align) * align) for e in ends.tolist())})
-    return [Part(str(store.folder.resolve()), a, b, None if rows is None else rows[a:b]) for a, b in itertools.pairwise(cuts)]
 
 
 class _SearchActor:
@@ -117,10 +73,10 @@ class _SearchActor:
 
         return {"version": __version__, "node": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
 
-    def _source(self, part: Part) -> _PartBlocks:
+    def _source(self, part: Part) -> PartBlocks:
         if part.folder not in self.stores:  # the driver verified the checksums; sizes are checked again here
             self.stores[part.folder] = EmbeddingStore(part.folder, verify=False)
-        return _PartBlocks(self.stores[part.folder], part)
+        return PartBlocks(self.stores[part.folder], part)
 
     def exact(self, x: Part, y: Part, k: int, block_rows: int, both: bool):
         return exact_search(self._source(x), self._source(y), k, block_rows, None, both=both)
@@ -148,6 +104,10 @@ class _SearchActor:
                 d, i = _search(index, False, qs, k, block_rows, None)
             D, I = _merge([D, d], [I, np.where(i >= 0, i + a, -1)], k)
         return D, I
+
+    def rerank(self, queries: Part, db: Part, I: np.ndarray, k: int) -> Result:
+        """The candidates ``I`` of ``queries`` (merged over every part) re-ranked exactly (:mod:`bitextmine.knn.rerank`)."""
+        return _rerank.rerank(self._source(queries), self._source(db), I, k)
 
     def drop(self, key: int) -> None:
         self.plans.pop(key, None)
@@ -217,7 +177,7 @@ class RaySearch:
         o = SearchOptions(index, **options)
         _check(queries, database, k, o.block_rows)
         spec = _resolve(o.index, len(database), database.dim, o.nprobe, o.train_size, o.memory_budget)
-        self.engine["index"]["forward"] = _shown(spec)
+        self.engine["index"]["forward"] = _shown(spec, k, len(database), o)
         return self._one_way(queries, database, k, spec, o, progress)
 
     def knn_pair(self, x: Any, y: Any, k: int, index: str = "flat", *, progress: Advance = None, **options: Any) -> tuple[Result, Result]:
@@ -226,7 +186,7 @@ class RaySearch:
         _check(x, y, k, o.block_rows)
         fwd_spec = _resolve(o.index, len(y), y.dim, o.nprobe, o.train_size, o.memory_budget)
         bwd_spec = _resolve(o.index, len(x), x.dim, o.nprobe, o.train_size, o.memory_budget)
-        self.engine["index"].update(forward=_shown(fwd_spec), backward=_shown(bwd_spec))
+        self.engine["index"].update(forward=_shown(fwd_spec, k, len(y), o), backward=_shown(bwd_spec, k, len(x), o))
         if fwd_spec[0].lower() == bwd_spec[0].lower() == "flat" and len(x) and len(y):
             return self._exact(x, y, k, o.block_rows, True, progress)  # type: ignore[return-value]
         coarse = shared = None
@@ -240,7 +200,7 @@ class RaySearch:
         fwd = self._one_way(x, y, k, fwd_spec, o, progress, coarse=coarse, sides=(0, 1), shared=shared)
         bwd = self._one_way(y, x, k, bwd_spec, o, progress, coarse=coarse, sides=(0, 1) if y is x else (1, 0), shared=shared)
         if fwd_spec[0].lower() != "flat" or bwd_spec[0].lower() != "flat":
-            fwd, bwd = _fused(fwd, bwd)
+            fwd, bwd = _fuse(fwd, bwd)  # as knn_pair does with two approximate directions (pairs pooled)
         return fwd, bwd
 
 
@@ -275,10 +235,11 @@ class RaySearch:
             target = _by_list(probe)
             qrows = _ivf_query_rows(o.block_rows, int(target[0].nprobe), max(qs.dim, int(target[0].d))) if target is not None else o.block_rows
             plan = {"kind": "faiss", "spec": spec, "index": faiss.serialize_index(empty), "nprobe": nprobe}
-        return self._sharded(qs, db, k_eff, plan, qrows, o.block_rows, progress)
+        deep = _rerank.plan(spec, k_eff, db, o.rerank)  # the merged top candidates re-ranked on the actors, as locally
+        return self._sharded(qs, db, k_eff, plan, qrows, o.block_rows, progress, deep)
 
     def _sharded(self, qs: Any, db: Any, k: int, plan: dict, qrows: int, block_rows: int,
-                 progress: Advance) -> Result:
+                 progress: Advance, deep: int | None = None) -> Result:
         import ray
 
         key = next(self._keys)
@@ -288,14 +249,19 @@ class RaySearch:
         meta = {n: plan[n] for n in ("kind", "sides", "nprobe") if n in plan}
         try:
             self._drain(((j % len(holders), "build", (key, ref, p, block_rows), None) for j, p in enumerate(dparts)), None)
-            merged = _Merged(len(qs), k, len(holders), progress)
-            jobs = ((w, "search", (key, meta, q, k, block_rows), q.a) for q in qparts for w in holders)
+            merged = _Merged(len(qs), deep or k, len(holders), progress)
+            jobs = ((w, "search", (key, meta, q, deep or k, block_rows), q.a) for q in qparts for w in holders)
             self._drain(jobs, lambda a, r: merged.add(a, *r))
         finally:
             for a in self.actors:
                 with contextlib.suppress(Exception):
                     a.drop.remote(key)
-        return merged.D, merged.I
+        if deep is None:
+            return merged.D, merged.I
+        out, side = _Merged(len(qs), k, 1, None), whole(db)
+        self._drain(((j % len(self.actors), "rerank", (q, side, merged.I[q.a : q.b], k), q.a) for j, q in enumerate(qparts)),
+                    lambda a, r: out.add(a, *r))
+        return out.D, out.I
 
     def _exact(self, xs: Any, ys: Any, k: int, block_rows: int, both: bool, progress: Advance):
         """Exact search over the (x part, y part) grid, both directions from each tile when ``both``."""
@@ -364,15 +330,6 @@ class RaySearch:
         self.close()
 
 
-def _fused(fwd: Result, bwd: Result) -> tuple[Result, Result]:
-    """What ``knn_pair`` does with two approximate directions (pairs pooled: :mod:`bitextmine.knn.fuse`), where it does it."""
-    try:
-        from bitextmine.knn.fuse import _fuse
-    except ImportError:  # a bitextmine whose knn_pair does not pool them
-        return fwd, bwd
-    return _fuse(fwd, bwd)
-
-
 def _refuse_graph(spec: str) -> None:
     """InputError for an index whose structure spans the database (a graph; a graph as IVF quantizer is fine)."""
     if re.search(r"HNSW|NSG", re.sub(r"IVF\d+_(HNSW|NSG)\w*", "", spec.upper())):
@@ -380,9 +337,8 @@ def _refuse_graph(spec: str) -> None:
                          "use flat or an IVF index", param="index")
 
 
-def _shown(resolved: tuple) -> str:
-    spec, nprobe, _ = resolved
-    return spec if spec.lower() == "flat" or nprobe is None else f"{spec} (nprobe {nprobe})"
+def _shown(resolved: tuple, k: int, nb: int, o: SearchOptions) -> str:
+    return describe(resolved[0], resolved[1], _rerank.depth(resolved[0], min(k, nb), nb, o.rerank))
 
 
 def preflight(opts: RayOptions) -> None:

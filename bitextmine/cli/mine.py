@@ -30,6 +30,7 @@ def mine_cmd(
     index: str = typer.Option("auto", "--index", help="flat (exact), auto (by size), or a FAISS factory string such as IVF4096,PQ64."),
     nprobe: Optional[int] = NprobeOpt,
     memory_budget: Optional[str] = typer.Option(None, "--memory-budget", help="Memory the auto index may hold, e.g. 6G or 500M (default: a quarter of RAM); it picks the codes: fp16, SQ8, then OPQ+PQ, then OPQ+PQ with the lists on disk in TMPDIR."),
+    rerank: Optional[int] = typer.Option(None, "--rerank", help="Candidates per sentence re-scored exactly from the stored vectors (default: 4 x k, at least 16, for product codes: --index ...PQm and auto's PQ tiers; none for others); 0: off."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Keep pairs with margin >= this (default: the model's tuned threshold, when tuned for the same --margin and -k; else all)."),
     top: Optional[int] = typer.Option(None, "--top", help="Keep only the N best pairs."),
     refine_band: float = typer.Option(0.005, "--refine-band", min=0.0, max=0.5, help="With an approximate index and a threshold: pairs scoring up to this share above the threshold get their neighbourhoods searched again (exactly, or with 8x the lists probed where the index has many), so the threshold cuts where exact search would (widens by itself when scores move more; 0: off)."),
@@ -63,7 +64,7 @@ def mine_cmd(
         raise InputError(f"{flag(loose[0])} needs --filter")
     fopts = filter_options(**(filter_flags or {})) if filter_ else None
     opts = MineOptions(k=k, margin=margin, strategy=strategy, index=index, nprobe=nprobe, threshold=threshold, top=top, dedup=dedup,
-                       refine_band=refine_band, memory_budget=parse_size(memory_budget, "memory_budget"),
+                       refine_band=refine_band, memory_budget=parse_size(memory_budget, "memory_budget"), rerank=rerank,
                        filter=fopts, engine=ray_options(engine, address=address, workers=workers, cpus_per_worker=cpus_per_worker))
     output = PairsOutput(out, fmt, with_lines=with_lines, with_ids=with_ids)
     rej = None

@@ -56,6 +56,7 @@ import faiss
 import numpy as np
 
 from . import device as _device
+from . import rerank as _rerank
 from .centred import _centred_spec, _Coarse
 from .flat import _flat_knn
 from .fuse import _fuse
@@ -95,6 +96,9 @@ class SearchOptions:
     memory_budget: bytes the ``auto`` index may hold (codes and ids; default a quarter of physical
         memory, :func:`~.policy.default_memory_budget`): it picks the codes (fp16, SQ8, OPQ+PQ, then
         OPQ+PQ with the lists in a file: ``",ondisk"``).
+    rerank: candidates per query re-ranked by exact similarity from the database's stored vectors
+        (:mod:`.rerank`): None = ``max(4 k, 16)`` for product codes (``PQm``), none for others;
+        0 = off; N = the top N of any approximate index.
     """
 
     index: str = "flat"
@@ -104,6 +108,7 @@ class SearchOptions:
     use_gpu: bool | None = None
     seed: int = 0
     memory_budget: int | None = None
+    rerank: int | None = None
 
 
 def knn(
@@ -133,7 +138,7 @@ def knn(
         return _on_devices(qs, db, k, devices, o.block_rows, progress, _centre(qs, db, o.block_rows))
     gpu = _use_gpus(o.use_gpu)
     resolved = _resolve(o.index, len(db), db.dim, o.nprobe, o.train_size, o.memory_budget)
-    return _one_way(qs, db, k, resolved, gpu, o.seed, o.block_rows, progress)
+    return _one_way(qs, db, k, resolved, gpu, o.seed, o.block_rows, progress, rerank=o.rerank)
 
 
 def knn_pair(
@@ -181,10 +186,11 @@ def knn_pair(
         else:
             shared = _new_index(fwd_spec[0], xs.dim)
             _train(shared, fwd_spec[0], [xs, ys], fwd_spec[2], seed, block_rows, gpu)
-    fwd = _one_way(xs, ys, k, fwd_spec, gpu, seed, block_rows, progress, coarse=coarse, sides=(0, 1), shared=shared)
+    fwd = _one_way(xs, ys, k, fwd_spec, gpu, seed, block_rows, progress, coarse=coarse, sides=(0, 1), shared=shared, rerank=o.rerank)
     # y against x probes with y's mean (side 1), x's lists filed by x's mean (side 0); the same
     # source passed twice keeps side 0 for both, as a sample of it is side 0's.
-    bwd = _one_way(ys, xs, k, bwd_spec, gpu, seed, block_rows, progress, coarse=coarse, sides=(0, 1) if ys is xs else (1, 0), shared=shared)
+    bwd = _one_way(ys, xs, k, bwd_spec, gpu, seed, block_rows, progress, coarse=coarse, sides=(0, 1) if ys is xs else (1, 0),
+                   shared=shared, rerank=o.rerank)
     if fwd_spec[0].lower() != "flat" or bwd_spec[0].lower() != "flat":
         fwd, bwd = _fuse(fwd, bwd)  # approximate: pairs found either way count for both rows (.fuse)
     if keep is not None and coarse is not None:
@@ -218,18 +224,20 @@ class Wider:
 
 
 def index_used(index: str, x_rows: int, y_rows: int, dim: int, *, nprobe: int | None = None, train_size: int | None = None,
-               memory_budget: int | None = None, both: bool = True, use_gpu: bool | None = None) -> str:
+               memory_budget: int | None = None, both: bool = True, use_gpu: bool | None = None, k: int = 4,
+               rerank: int | None = None) -> str:
     """The index :func:`knn_pair` (``both``) or :func:`knn` (x against y) searches with, as reported in
     mining summaries and outputs: ``"IVF4096,SQfp16 (nprobe 256)"``, or ``"A / B"`` when the two
     directions' databases get different ones. Raises like the search would (e.g. a budget too small).
-    ``use_gpu``: as the search's; with CUDA devices exact and ``"auto"`` searches that fit run exact there."""
+    ``use_gpu``: as the search's; with CUDA devices exact and ``"auto"`` searches that fit run exact there.
+    ``k``, ``rerank``: as the search's, for the candidates re-ranked exactly (:mod:`.rerank`)."""
     if _device_plan(index, max(x_rows, y_rows) if both else y_rows, dim, use_gpu):
         return "flat"
     def one(nb: int) -> str:
         spec, probe, _ = _resolve(index, nb, dim, nprobe, train_size, memory_budget)
         if probe is None and spec.lower() != "flat" and "IVF" in spec:
             probe = _auto_nprobe_of(spec)
-        return describe(spec, probe)
+        return describe(spec, probe, _rerank.depth(spec, min(k, nb), nb, rerank))
 
     fwd = one(y_rows)
     if not both:
@@ -295,14 +303,16 @@ def _one_way(
     coarse: _Coarse | None = None,
     sides: tuple[int, int] = (0, 1),
     shared: faiss.Index | None = None,
+    rerank: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One direction, queries ``qs`` against database ``db``, on the path its resolved spec picks.
 
     ``coarse``: a centred quantizer trained for both sides (``sides`` = (query side, database
     side) in it); ``shared``: an index trained for both sides, cloned and filled with ``db``.
     Without either, the index is trained on ``db`` alone. The filled index is dropped on return.
+    ``rerank``: as :class:`SearchOptions`' (an approximate search's top candidates re-ranked exactly).
     """
-    spec, nprobe, train_size = resolved
+    spec = resolved[0]
     k_eff = min(k, len(db))
     nothing = _nothing_to_search(len(qs), k_eff, progress)
     if nothing is not None:
@@ -311,15 +321,24 @@ def _one_way(
         if not gpu:
             return exact_search(qs, db, k_eff, block_rows, progress, both=False)[0]
         return _flat_knn(qs, db, k_eff, block_rows, gpu, progress)
+    deep = _rerank.plan(spec, k_eff, db, rerank)
+    D, I = _approximate(qs, db, deep or k_eff, resolved, gpu, seed, block_rows, progress, coarse, sides, shared)
+    return _rerank.rerank(qs, db, I, k_eff) if deep else (D, I)
+
+
+def _approximate(qs: BlockSource, db: BlockSource, k: int, resolved: Resolved, gpu: bool, seed: int, block_rows: int,
+                 progress: Callable[[int], None] | None, coarse: _Coarse | None, sides: tuple[int, int],
+                 shared: faiss.Index | None) -> tuple[np.ndarray, np.ndarray]:
+    spec, nprobe, train_size = resolved
     if coarse is not None:
-        return coarse.search(qs, sides[0], db, sides[1], k_eff, nprobe, block_rows, progress)
+        return coarse.search(qs, sides[0], db, sides[1], k, nprobe, block_rows, progress)
     if not gpu and _centred_spec(spec) is not None:
         one = _Coarse.train(spec, [qs, db], train_size, seed, block_rows, fit=[1])
-        return one.search(qs, 0, db, 1, k_eff, nprobe, block_rows, progress)
+        return one.search(qs, 0, db, 1, k, nprobe, block_rows, progress)
     if shared is not None:
         empty = faiss.clone_index(shared)
     else:
         empty = _new_index(spec, db.dim)
         _train(empty, spec, [db], train_size, seed, block_rows, gpu)
     built, on_gpu = _fill(empty, spec, db, nprobe, gpu, block_rows)
-    return _search(built, on_gpu, qs, k_eff, block_rows, progress)
+    return _search(built, on_gpu, qs, k, block_rows, progress)

@@ -162,9 +162,13 @@ def auto_index(n: int, dim: int, *, memory_budget: int | None = None) -> tuple[s
     return f"OPQ{ms[0]},IVF{nlist},PQ{ms[0]}{ON_DISK}", params
 
 
-def describe(spec: str, nprobe: int | None) -> str:
-    """How a resolved index is reported (mining summaries, provenance): ``"IVF4096,SQfp16 (nprobe 256)"``."""
-    return spec if nprobe is None or spec.lower() == "flat" else f"{spec} (nprobe {nprobe})"
+def describe(spec: str, nprobe: int | None, reranked: int | None = None) -> str:
+    """How a resolved index is reported (mining summaries, provenance): ``"IVF4096,SQfp16 (nprobe 256)"``,
+    ``"OPQ64,IVF4096,PQ64 (nprobe 256, top 16 re-ranked exactly)"`` (``reranked``: :mod:`.rerank`'s depth)."""
+    if spec.lower() == "flat":
+        return spec
+    notes = ([f"nprobe {nprobe}"] if nprobe is not None else []) + ([f"top {reranked} re-ranked exactly"] if reranked else [])
+    return f"{spec} ({', '.join(notes)})" if notes else spec
 
 
 def refine_probes(nlist: int, nprobe: int) -> int | None:
