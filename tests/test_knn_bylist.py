@@ -204,6 +204,34 @@ def test_cutting_held_entries_to_the_k_best_changes_no_bit(prec: str, monkeypatc
     np.testing.assert_array_equal(out[0][1], out[1][1])
 
 
+@pytest.mark.parametrize("prec", ["fp32", pytest.param("int8", marks=INT8)])
+def test_small_indexes_decode_each_list_once_and_give_the_same_bits(prec: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decoded lists kept for the whole search when they fit DECODED_CACHE_BYTES: each list decoded once
+    (not up to three times a query block, in several blocks), the same neighbours, bit for bit, as without."""
+    monkeypatch.setenv("BITEXTMINE_KNN_PRECISION", prec)
+    x, y = _shared_mean(1500, 48, 9), _shared_mean(2500, 48, 10)
+    _keep, index = _built("IVF24,SQfp16", y, 8)
+    decoded: list[int] = []
+    real = bylist._ListReader._decode
+
+    def decode(self, l):
+        decoded.append(l)
+        return real(self, l)
+
+    monkeypatch.setattr(bylist._ListReader, "_decode", decode)
+    out = []
+    for cache in (0, 1 << 30):
+        monkeypatch.setattr(bylist, "DECODED_CACHE_BYTES", cache)
+        decoded.clear()
+        out.append(bylist._search_ivf_by_list(index, ArrayBlocks(x), 4, 500, None))  # three query blocks
+        if cache:
+            assert len(decoded) == len(set(decoded)) <= 24
+        else:
+            assert len(decoded) > 2 * len(set(decoded))
+    np.testing.assert_array_equal(out[0][0], out[1][0])
+    np.testing.assert_array_equal(out[0][1], out[1][1])
+
+
 @pytest.mark.parametrize("spec,width", [("IVF16,SQfp16", 48), ("RR96,IVF16,Flat", 96)])
 def test_query_blocks_are_bounded_by_bytes_whatever_the_probes(spec: str, width: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """Few probes allow long query blocks by the block and probe bounds (262,144 rows at 8 probes: ~1.5 GiB

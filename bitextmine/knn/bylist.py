@@ -91,9 +91,11 @@ class _Transformed:
 
 
 class _ListReader:
-    """Decoded vectors (float32) and ids of an IVF index's inverted lists."""
+    """Decoded vectors (float32) and ids of an IVF index's inverted lists; with ``cache`` a dict, each
+    list is decoded once and kept there (the search reads a list up to three times a query block)."""
 
     def __init__(self, ivf: faiss.IndexIVF) -> None:
+        self.cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = None
         self.ivf = ivf
         self.invlists = ivf.invlists
         self.code_size = int(self.invlists.code_size)
@@ -107,6 +109,15 @@ class _ListReader:
         return int(self.invlists.list_size(l))
 
     def read(self, l: int) -> tuple[np.ndarray, np.ndarray]:
+        """(vectors, ids) of list ``l`` (read-only: cached lists are shared)."""
+        got = self.cache.get(l) if self.cache is not None else None
+        if got is None:
+            got = self._decode(l)
+            if self.cache is not None:
+                self.cache[l] = got
+        return got
+
+    def _decode(self, l: int) -> tuple[np.ndarray, np.ndarray]:
         n = self.size(l)
         inv = self.invlists
         codes_ptr, ids_ptr = inv.get_codes(l), inv.get_ids(l)
@@ -171,6 +182,8 @@ def _search_ivf_by_list(
     nlist, nprobe = int(ivf.nlist), min(int(ivf.nprobe), int(ivf.nlist))
     reader = _ListReader(ivf)
     sizes = np.array([reader.size(l) for l in range(nlist)], dtype=np.int64)
+    if int(sizes.sum()) * (4 * reader.d + 8) <= DECODED_CACHE_BYTES:
+        reader.cache = {}  # small index: each list decoded once a search
     prec = scan_precision()
     if prec == "int8" and int(ivf.d) > int8.MAX_DIM:  # int32 sums would overflow
         prec = precision()
@@ -251,6 +264,8 @@ def _reach(thr: np.ndarray, n4_product: np.ndarray) -> np.ndarray:
     return np.nextafter(e.astype(np.float32), np.float32(-np.inf))
 
 
+#: Indexes whose decoded lists (float32 vectors and ids) fit this are decoded once a search (100k x 384: 154 MiB).
+DECODED_CACHE_BYTES = 256 << 20
 Found = tuple[np.ndarray, np.ndarray, np.ndarray]  # (query rows, database ids, similarities)
 #: Entries a worker holds before cutting them to its queries' k best (~16 bytes each, ~50 while cut).
 REDUCE_AT = 1 << 21
