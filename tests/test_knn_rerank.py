@@ -150,3 +150,22 @@ def test_mine_cli_reranks_product_codes_and_says_so(tmp_path) -> None:
     (found, err), (found0, err0) = errors(None), errors(0)
     assert found > found0 + 0.1  # exact's pairs found: 0.99 against 0.81 when written
     assert np.percentile(err, 90) < np.percentile(err0, 90) / 4  # score error p90: 1.3% against 8.1%
+
+
+def test_ray_parts_read_rows_at_random_through_their_row_map(tmp_path) -> None:
+    """What the Ray actors re-rank from: a part's row i is the store's row ``rows[i]`` (after --dedup) or ``a + i``."""
+    from test_scale import write_store
+
+    from bitextmine.mining import SubsetBlocks
+    from bitextmine.ray_parts import Part, PartBlocks, whole
+
+    x, _ = clustered(500, seed=5)
+    store = write_store(tmp_path / "x", x, [200])
+    idx = np.array([0, 3, 17, 99])
+    plain = PartBlocks(store, Part(str(store.folder), 100, 300))
+    np.testing.assert_array_equal(plain.embeddings(idx), store.embeddings(100 + idx))
+    rows = np.arange(0, 500, 3)  # a de-duplicated side: every third row kept
+    mapped = PartBlocks(store, whole(SubsetBlocks(store, rows)))
+    np.testing.assert_array_equal(mapped.embeddings(idx), store.embeddings(rows[idx]))
+    assert len(mapped) == len(rows)
+

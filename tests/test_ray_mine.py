@@ -161,13 +161,15 @@ def test_mine_stores_on_ray_gives_the_local_pairs_and_scores(runtime, sides, ind
 
 @needs_ray
 def test_auto_with_a_direction_each_dedup_and_a_one_way_margin(runtime, sides, monkeypatch):
-    """auto: exact one way and IVF the other (trained for its own database); de-duplicated sides; one search only."""
+    """auto: exact one way and IVF the other (trained for its own database); de-duplicated sides (product codes re-ranked
+    from their rows too); one search only."""
     from bitextmine.knn import policy
     from bitextmine.ray_engine import RayOptions
 
     monkeypatch.setattr(policy, "AUTO_FLAT_BELOW", 2500)  # y (2,000) searched exactly, x (3,000) with an IVF
     ray = RayOptions(workers=2)
-    for kw in ({"index": "auto"}, {"index": "IVF16,Flat", "dedup": True}, {"index": "IVF16,Flat", "margin": "absolute", "strategy": "forward"}):
+    for kw in ({"index": "auto"}, {"index": "IVF16,Flat", "dedup": True}, {"index": "IVF16,Flat", "margin": "absolute", "strategy": "forward"},
+               {"index": "OPQ8,IVF16,PQ8", "nprobe": 4, "dedup": True}):  # re-ranked on the actors from the de-duplicated rows
         local = mine_stores(*sides, MineOptions(block_rows=BLOCK, **kw))
         on_ray = mine_stores(*sides, MineOptions(block_rows=BLOCK, engine=ray, **kw))
         same_pairs(local, on_ray)
