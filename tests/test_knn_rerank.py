@@ -44,7 +44,7 @@ def test_rerank_keeps_the_exact_best_of_the_candidates() -> None:
     q, db = unit(rng.standard_normal((300, 16))), unit(rng.standard_normal((500, 16)))
     db[7] = db[3]  # an exact tie: the lower id first
     cand = np.stack([rng.permutation(500)[:12] for _ in range(300)])
-    cand[:, :2] = [3, 7]
+    cand[:, :2] = [7, 3]  # the tied pair in reverse: the lower id must still come first
     cand[::5, -4:] = -1  # fewer candidates
     cand[1, 3:] = -1  # fewer than k
     k = 4
