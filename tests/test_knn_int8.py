@@ -57,7 +57,7 @@ def test_estimate_plus_its_slack_bounds_the_float32_product(d: int) -> None:
     for g, (a, n) in enumerate(zip(at, groups)):
         sl = slice(a, a + n)
         est = (qc.astype(np.int64) @ xc[sl].astype(np.int64).T) * qs[:, None] * xs[g]
-        bound = int8.slack(qr, qn, qnorm, float(xnorm[sl].max()), float(xr[sl].max()), d)[:, None]
+        bound = int8.slack(int8.norm_term(qr, qnorm, d), qn, float(xnorm[sl].max()), float(xr[sl].max()))[:, None]
         assert (np.abs(exact[:, sl] - est) <= bound).all()
         assert (np.abs(f32[:, sl].astype(np.float64) - est) <= bound).all()  # float32's own rounding inside
     unit = ~np.isin(np.arange(len(q)), np.r_[0:300:7, 0:300:13, 3:300:11])

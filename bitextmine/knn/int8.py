@@ -79,16 +79,32 @@ def quantize(x: np.ndarray, groups: np.ndarray | None = None) -> tuple[np.ndarra
     norm = torch.linalg.vector_norm(u, dim=1).double().numpy() * sums + lost
     # u's own rounding (2^-24 |u_i| a coordinate) moves the residual by at most 2^-24 |u|
     resid = torch.linalg.vector_norm(u.sub_(codes), dim=1).double().numpy() * sums + 2.0**-23 * norm + lost
+    coded = np.sqrt(_square_sums(codes)) * (1 + _REL)  # |a|^2 exact
     codes = codes.to(torch.int8)
     scale = rows.double().numpy()
-    coded = np.sqrt(codes.to(torch.int32).pow(2).sum(dim=1).double().numpy()) * (1 + _REL)  # |a|^2 exact
     return codes.numpy(), s.double().numpy(), resid * scale, coded * scale, norm * scale
 
 
-def slack(q_resid: np.ndarray, q_coded: np.ndarray, q_norm: np.ndarray, x_norm: float, x_resid: float, d: int) -> np.ndarray:
+def _square_sums(codes: Any) -> np.ndarray:
+    """Each row's sum of squares of integer-valued float32 ``codes`` (|a_i| <= 127), exactly, as float64: in
+    float32 while every partial sum stays below 2^24 (d <= 1,040: exact whatever the order; 0.24 ms for a block
+    of 4,096 x 384, one thread, against 13.7 for torch's int32 sum), else in float64."""
+    if codes.shape[1] * 127**2 < 2**24:
+        return (codes * codes).sum(dim=1).double().numpy()
+    c = codes.double()
+    return (c * c).sum(dim=1).numpy()
+
+
+def norm_term(q_resid: np.ndarray, q_norm: np.ndarray, d: int) -> np.ndarray:
+    """A query's factor of the list's largest row norm in :func:`slack`: its residual norm plus float32's
+    rounding of the exact product (d 2^-24 |q| |x|)."""
+    return q_resid + (2 * d * 2.0**-24 * 1.01) * q_norm
+
+
+def slack(q_term: np.ndarray, q_coded: np.ndarray, x_norm: float, x_resid: float) -> np.ndarray:
     """How far the exact float32 inner product of a query with a list row may lie above its int8 estimate:
-    the Cauchy-Schwarz bound (module doc) plus float32's rounding of the exact value (d 2^-24 |q| |x|, 1e-7)."""
-    return q_resid * x_norm + q_coded * x_resid + (2 * d * 2.0**-24 * 1.01) * q_norm * x_norm + 1e-7
+    the Cauchy-Schwarz bound (module doc) plus float32's rounding of the exact value (``q_term``: :func:`norm_term`), 1e-7."""
+    return q_term * x_norm + q_coded * x_resid + 1e-7
 
 
 class Int8Queries:
@@ -96,8 +112,9 @@ class Int8Queries:
 
     def __init__(self, xq: np.ndarray, workers: Any) -> None:
         parts = workers.map(lambda sl: quantize(xq[sl]), workers.slices(len(xq)))
-        codes, self.scale, self.resid, self.coded, self.norm = (np.concatenate(p) for p in zip(*parts))
+        codes, self.scale, resid, self.coded, norm = (np.concatenate(p) for p in zip(*parts))
         self.d = codes.shape[1]
+        self.term = norm_term(resid, norm, self.d)  # of every bound: computed once a block
         self.words = codes.view(np.uint64) if self.d % 8 == 0 else codes
 
     def gather(self, who: np.ndarray) -> Any:
@@ -148,12 +165,11 @@ def entries(q: Any, who: np.ndarray, l: int, lists: Int8Lists, thr: np.ndarray, 
 
     iq: Int8Queries = q.int8
     codes, s_l, x_norm, x_resid = lists.get(l)
-    d = iq.d
-    tau = thr.astype(np.float64) - slack(iq.resid[who], iq.coded[who], iq.norm[who], x_norm, x_resid, d)
     # est = s_l s_q p >= tau  <=>  p >= tau / (s_l s_q) for the integer product p: one below its floor, for float rounding
-    ratio = tau / (s_l * iq.scale[who])
-    need = np.floor(np.clip(np.where(np.isnan(ratio), -np.inf, ratio), -2.0**31 + 2, 2.0**31 - 2)) - 1  # NaN: keep all
-    need = need.astype(np.int32)
+    ratio = (thr - slack(iq.term[who], iq.coded[who], x_norm, x_resid)) / (s_l * iq.scale[who])
+    np.floor(ratio, out=ratio)
+    ratio[np.isnan(ratio)] = -np.inf  # NaN: keep all
+    need = (np.clip(ratio, -2.0**31 + 2, 2.0**31 - 2, out=ratio) - 1).astype(np.int32)
     prod = torch._int_mm(iq.gather(who), codes.T)  # (queries, list rows) int32: a query's row is contiguous
     cols = np.flatnonzero(prod.amax(dim=1).numpy() >= need)
     if not len(cols):
