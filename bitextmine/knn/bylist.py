@@ -8,7 +8,8 @@ block and the work runs at matrix-multiply speed (``benchmarks/mine.py``).
 No selection per list: each query's nearest list is scanned first (float32), and the k-th value
 it gives the query is a lower bound of the query's final k-th; every list then keeps only the
 entries that may reach it, a comparison instead of a heap (:func:`_entries`). Those products are
-estimates (:func:`.tiles.scan_precision`: int8 where the CPU has int8 matrix units, :mod:`.int8`;
+estimates (:func:`.tiles.scan_precision`: int8 where the CPU has int8 matrix units, :mod:`.int8`,
+SQ8 lists' own codes, :mod:`.sq8`;
 else bf16 where it multiplies bf16 faster; else float32); the entries whose estimate plus its error
 bound (:func:`.int8.slack`, :func:`.tiles.bf16_slack`) reaches the bound are computed again pair by
 pair in float32. Nothing that can enter a top-k is pruned: for a given
@@ -28,7 +29,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from . import int8
+from . import int8, sq8
 from .assign import _assign
 from .running import MERGE_AT, Running
 from .sources import BlockSource, _blocks
@@ -194,7 +195,8 @@ def _search_ivf_by_list(
     q0 = 0
     with _Workers() as workers, _single_blas(), _torch_single(prec != "fp32" or torch32):
         if prec == "int8":
-            coded = int8.Int8Lists(reader, sizes, workers)  # quantised once for every query block
+            # SQ8 codes read as they are; other lists quantised once for every query block
+            coded = sq8.Sq8Lists(reader) if sq8.direct(reader) else int8.Int8Lists(reader, sizes, workers)
         for xq in _blocks(qs, query_rows):
             m = len(xq)
             if probe is not None:
@@ -202,13 +204,15 @@ def _search_ivf_by_list(
             else:
                 lists = _assign(ivf.quantizer, xq if shift is None else xq - shift, nprobe, workers)  # -1 = no list
             lists = np.asarray(lists, dtype=np.int32).reshape(m, -1)
-            q = _Queries(xq, prec, torch32, workers)
+            q = _Queries(xq, prec, torch32, workers, coded)
             thr = np.full(m, -np.inf, np.float32)
 
             def bound(who: np.ndarray, l: int) -> None:
                 """Each query's nearest list (one a query: disjoint ``who``): its k-th value, less the
                 float32 error bound, is a lower bound of the query's final k-th."""
-                if sizes[l] >= k:
+                if sizes[l] >= k and isinstance(coded, sq8.Sq8Lists):
+                    thr[who] = coded.lower_kth(q, who, l, k)
+                elif sizes[l] >= k:
                     xb = reader.read(l)[0]
                     S = estimate32(q.a[who], xb, q.torch32)
                     kth = np.partition(S, len(xb) - k, axis=1)[:, len(xb) - k]
@@ -216,7 +220,7 @@ def _search_ivf_by_list(
 
             def scan(who: np.ndarray, l: int) -> Found | None:
                 if coded is not None:
-                    return int8.entries(q, who, l, coded, thr[who], _exact)
+                    return coded.entries(q, who, l, thr[who], _exact)
                 return _entries(q, who, *reader.read(l), thr[who])
 
             _scan(workers, sizes, lists[:, :1], bound)
@@ -235,13 +239,13 @@ class _Queries:
     for fast row gathers) with their 4-norms, on the int8 path as int8 codes (:class:`.int8.Int8Queries`);
     ``torch32``: float32 estimates through torch (:func:`.tiles.estimate32`)."""
 
-    def __init__(self, xq: np.ndarray, prec: str, torch32: bool = False, workers: _Workers | None = None) -> None:
+    def __init__(self, xq: np.ndarray, prec: str, torch32: bool = False, workers: _Workers | None = None, coded: Any = None) -> None:
         self.torch32 = torch32
         self.a = np.ascontiguousarray(xq, dtype=np.float32)
         self.n2 = np.sqrt(np.einsum("ij,ij->i", self.a, self.a))
         self.bits = self.n4 = self.int8 = None
         if prec == "int8":
-            self.int8 = int8.Int8Queries(self.a, workers or _Workers(1))
+            self.int8 = (coded or int8.Int8Lists).queries(self.a, workers or _Workers(1))
         elif prec == "bf16":
             import torch
 

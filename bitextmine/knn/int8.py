@@ -86,10 +86,10 @@ def quantize(x: np.ndarray, groups: np.ndarray | None = None) -> tuple[np.ndarra
 
 
 def _square_sums(codes: Any) -> np.ndarray:
-    """Each row's sum of squares of integer-valued float32 ``codes`` (|a_i| <= 127), exactly, as float64: in
-    float32 while every partial sum stays below 2^24 (d <= 1,040: exact whatever the order; 0.24 ms for a block
+    """Each row's sum of squares of integer-valued float32 ``codes`` (|a_i| <= 128), exactly, as float64: in
+    float32 while every partial sum stays below 2^24 (d < 1,024: exact whatever the order; 0.24 ms for a block
     of 4,096 x 384, one thread, against 13.7 for torch's int32 sum), else in float64."""
-    if codes.shape[1] * 127**2 < 2**24:
+    if codes.shape[1] * 128**2 < 2**24:
         return (codes * codes).sum(dim=1).double().numpy()
     c = codes.double()
     return (c * c).sum(dim=1).numpy()
@@ -151,10 +151,26 @@ class Int8Lists:
         return {l: (codes[a : a + m], float(s[i]), float(big_norm[i]), float(big_resid[i]))
                 for i, (l, a, m) in enumerate(zip(ls, at.tolist(), n.tolist()))}
 
+    @staticmethod
+    def queries(xq: np.ndarray, workers: Any) -> Int8Queries:
+        return Int8Queries(xq, workers)
+
+    def entries(self, q: Any, who: np.ndarray, l: int, thr: np.ndarray, exact: Any) -> tuple[np.ndarray, ...] | None:
+        return entries(q, who, l, self, thr, exact)
+
     def get(self, l: int) -> tuple[Any, float, float, float]:
         """``(codes, scale, largest row norm, largest residual norm)`` of list ``l``."""
         got = self.kept.get(l)
         return got if got is not None else self._quantize(np.array([l]))[l]
+
+
+def integer_need(bound: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """The integer products p an entry needs for its estimate ``scale * p`` to reach ``bound`` (int32, a query):
+    est >= bound  <=>  p >= bound / scale; one below the floor, for float rounding; NaN keeps all."""
+    ratio = bound / scale
+    np.floor(ratio, out=ratio)
+    ratio[np.isnan(ratio)] = -np.inf
+    return (np.clip(ratio, -2.0**31 + 2, 2.0**31 - 2, out=ratio) - 1).astype(np.int32)
 
 
 def entries(q: Any, who: np.ndarray, l: int, lists: Int8Lists, thr: np.ndarray, exact: Any) -> tuple[np.ndarray, ...] | None:
@@ -165,11 +181,7 @@ def entries(q: Any, who: np.ndarray, l: int, lists: Int8Lists, thr: np.ndarray, 
 
     iq: Int8Queries = q.int8
     codes, s_l, x_norm, x_resid = lists.get(l)
-    # est = s_l s_q p >= tau  <=>  p >= tau / (s_l s_q) for the integer product p: one below its floor, for float rounding
-    ratio = (thr - slack(iq.term[who], iq.coded[who], x_norm, x_resid)) / (s_l * iq.scale[who])
-    np.floor(ratio, out=ratio)
-    ratio[np.isnan(ratio)] = -np.inf  # NaN: keep all
-    need = (np.clip(ratio, -2.0**31 + 2, 2.0**31 - 2, out=ratio) - 1).astype(np.int32)
+    need = integer_need(thr - slack(iq.term[who], iq.coded[who], x_norm, x_resid), s_l * iq.scale[who])
     prod = torch._int_mm(iq.gather(who), codes.T)  # (queries, list rows) int32: a query's row is contiguous
     cols = np.flatnonzero(prod.amax(dim=1).numpy() >= need)
     if not len(cols):
