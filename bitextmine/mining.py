@@ -32,7 +32,7 @@ from bitextmine.events import Advance, Listener, task
 from bitextmine.fs import OutputLock, atomic_write_json, remove_temps
 from bitextmine.margin import Candidates, Margin, Strategy, parse_margin, parse_strategy, select
 from bitextmine.output import STDOUT, PairsOutput, check_output, check_writable, write_pairs
-from bitextmine.store import EmbeddingStore, check_same_model
+from bitextmine.store import EmbeddingStore, SubsetBlocks, check_same_model
 from bitextmine.threshold import ThresholdChoice, resolve_threshold, saved_threshold
 
 if TYPE_CHECKING:
@@ -101,28 +101,6 @@ class MineResult:
     mined: int | None = None  # with MineOptions.filter: pairs before filtering
     engine: dict | None = None  # with MineOptions.engine: where the search ran (workers, nodes) and the index of each direction
     refined: dict | None = None  # approximate index with a threshold: the near-threshold pairs re-scored (bitextmine.refine.Refined, plus "search": "flat" or the wider index)
-
-
-class SubsetBlocks:
-    """The rows ``rows`` of a store as a BlockSource (used after de-duplication)."""
-
-    def __init__(self, store: EmbeddingStore, rows: np.ndarray) -> None:
-        self.store, self.rows = store, rows
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    @property
-    def dim(self) -> int:
-        return self.store.dim
-
-    def iter_blocks(self, rows: int) -> Iterator[np.ndarray]:
-        for s in range(0, len(self.rows), rows):
-            yield self.store.embeddings(self.rows[s : s + rows])
-
-    def embeddings(self, indices: np.ndarray) -> np.ndarray:
-        """(len(indices), dim) float32: rows of the subset (random reads, e.g. for the exact re-rank)."""
-        return self.store.embeddings(self.rows[np.asarray(indices, dtype=np.int64)])
 
 
 def unique_rows(store: EmbeddingStore) -> np.ndarray:

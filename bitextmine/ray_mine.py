@@ -50,8 +50,8 @@ from bitextmine.knn.policy import _auto_nprobe, _check, _ivf_query_rows, _resolv
 from bitextmine.knn.sources import ArrayBlocks
 from bitextmine.knn.tiles import precision
 from bitextmine.ray_engine import EngineError, RayOptions
-from bitextmine.ray_parts import Part, PartBlocks, parts, whole
-from bitextmine.store import EmbeddingStore
+from bitextmine.ray_parts import Part, part_blocks, parts, whole
+from bitextmine.store import EmbeddingStore, SubsetBlocks
 
 Result = tuple[np.ndarray, np.ndarray]
 Advance = Callable[[int], None] | None
@@ -73,10 +73,10 @@ class _SearchActor:
 
         return {"version": __version__, "node": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
 
-    def _source(self, part: Part) -> PartBlocks:
+    def _source(self, part: Part) -> SubsetBlocks:
         if part.folder not in self.stores:  # the driver verified the checksums; sizes are checked again here
             self.stores[part.folder] = EmbeddingStore(part.folder, verify=False)
-        return PartBlocks(self.stores[part.folder], part)
+        return part_blocks(self.stores[part.folder], part)
 
     def exact(self, x: Part, y: Part, k: int, block_rows: int, both: bool):
         return exact_search(self._source(x), self._source(y), k, block_rows, None, both=both)

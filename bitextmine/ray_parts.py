@@ -1,19 +1,19 @@
 """Parts of an embedding folder as the Ray mine workers read them (:mod:`bitextmine.ray_mine`).
 
 A :class:`Part` names rows ``[a, b)`` of one side by folder path (what travels to a worker); the
-worker reads them from the memory-mapped store as a BlockSource (:class:`PartBlocks`), block by
+worker reads them from the memory-mapped store as a BlockSource (:func:`part_blocks`), block by
 block or row by row (the exact re-rank's random reads, :mod:`bitextmine.knn.rerank`).
 """
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from bitextmine.errors import InputError
+from bitextmine.store import SubsetBlocks
 
 
 @dataclass(frozen=True)
@@ -29,31 +29,9 @@ class Part:
         return self.b - self.a
 
 
-class PartBlocks:
-    """A :class:`Part` as a BlockSource (blocks read from the memory-mapped store, as float32)."""
-
-    def __init__(self, store: Any, part: Part) -> None:
-        self.store, self.part = store, part
-
-    def __len__(self) -> int:
-        return len(self.part)
-
-    @property
-    def dim(self) -> int:
-        return self.store.dim
-
-    def _rows(self, lo: int, hi: int) -> np.ndarray:
-        p = self.part
-        return p.rows[lo:hi] if p.rows is not None else np.arange(p.a + lo, p.a + hi, dtype=np.int64)
-
-    def iter_blocks(self, rows: int) -> Iterator[np.ndarray]:
-        for s in range(0, len(self), rows):
-            yield self.store.embeddings(self._rows(s, min(s + rows, len(self))))
-
-    def embeddings(self, indices: np.ndarray) -> np.ndarray:
-        """(len(indices), dim) float32: rows of the part (random reads)."""
-        idx, p = np.asarray(indices, dtype=np.int64), self.part
-        return self.store.embeddings(p.rows[idx] if p.rows is not None else p.a + idx)
+def part_blocks(store: Any, part: Part) -> SubsetBlocks:
+    """A :class:`Part` of ``store`` as a BlockSource (blocks read from the memory-mapped store, as float32)."""
+    return SubsetBlocks(store, part.rows if part.rows is not None else range(part.a, part.b))
 
 
 def parts(source: Any, align: int) -> list[Part]:

@@ -337,6 +337,42 @@ class EmbeddingStore:
             yield pos, (c, indices[pos] - c.start)
 
 
+class SubsetBlocks:
+    """Rows of a store as a BlockSource: ``rows`` an index array (the rows kept by de-duplication) or a ``range``
+    (a contiguous part, as the Ray workers read them: held lazily, where a 100M-row part's index array would take 800 MB)."""
+
+    def __init__(self, store: EmbeddingStore, rows: np.ndarray | range) -> None:
+        if isinstance(rows, range) and rows.step != 1:
+            raise ValueError("a range of rows must have step 1")
+        self.store, self.rows = store, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def dim(self) -> int:
+        return self.store.dim
+
+    def _take(self, idx: np.ndarray | slice) -> np.ndarray:
+        r = self.rows
+        if not isinstance(r, range):
+            return r[idx]
+        if isinstance(idx, slice):
+            picked = r[idx]
+            return np.arange(picked.start, picked.stop, dtype=np.int64)
+        if len(idx) and (idx.min() < 0 or idx.max() >= len(r)):
+            raise IndexError("row index out of range")
+        return r.start + idx
+
+    def iter_blocks(self, rows: int) -> Iterator[np.ndarray]:
+        for s in range(0, len(self.rows), rows):
+            yield self.store.embeddings(self._take(slice(s, s + rows)))
+
+    def embeddings(self, indices: np.ndarray) -> np.ndarray:
+        """(len(indices), dim) float32: rows of the subset (random reads, e.g. for the exact re-rank)."""
+        return self.store.embeddings(self._take(np.asarray(indices, dtype=np.int64)))
+
+
 DEFAULT_CHANGED = ("since bitextmine 0.2 'default' is the DAP-trained model that ships with the package, and 'e5-small' "
                    "the untouched base that was 'default' before")
 

@@ -156,15 +156,18 @@ def test_ray_parts_read_rows_at_random_through_their_row_map(tmp_path) -> None:
     from test_scale import write_store
 
     from bitextmine.mining import SubsetBlocks
-    from bitextmine.ray_parts import Part, PartBlocks, whole
+    from bitextmine.ray_parts import Part, part_blocks, whole
 
     x, _ = clustered(500, seed=5)
     store = write_store(tmp_path / "x", x, [200])
     idx = np.array([0, 3, 17, 99])
-    plain = PartBlocks(store, Part(str(store.folder), 100, 300))
+    plain = part_blocks(store, Part(str(store.folder), 100, 300))
     np.testing.assert_array_equal(plain.embeddings(idx), store.embeddings(100 + idx))
     rows = np.arange(0, 500, 3)  # a de-duplicated side: every third row kept
-    mapped = PartBlocks(store, whole(SubsetBlocks(store, rows)))
+    mapped = part_blocks(store, whole(SubsetBlocks(store, rows)))
     np.testing.assert_array_equal(mapped.embeddings(idx), store.embeddings(rows[idx]))
     assert len(mapped) == len(rows)
+    blocks = np.concatenate(list(plain.iter_blocks(64)))  # blocks of a contiguous part: its rows in order
+    np.testing.assert_array_equal(blocks, store.embeddings(np.arange(100, 300)))
+    np.testing.assert_array_equal(np.concatenate(list(mapped.iter_blocks(50))), store.embeddings(rows))
 
