@@ -8,8 +8,9 @@ An SQ8 list row is ``x = c_l + vmin + w * (a + 0.5)`` (codes ``a`` in 0..255, ``
 
 The last term is an integer product once p is quantised (p ~ s_p a_p, :func:`.int8.quantize`), and the lists'
 codes serve as they are: nothing is decoded or quantised again at each visit. The generic int8 scan
-(:mod:`.int8`) decodes each list to float32 and quantises it, which costs ten times the product when the
-lists do not fit its cache (10M vectors: every query block reads every list).
+(:mod:`.int8`) decodes each list to float32 and quantises it at every visit when the lists do not fit its cache
+(10M vectors: every query block reads every list), which took ~60% of the scan in a profile of that shape
+against ~17% for the products and their selection (``benchmarks/mine_sq8.py``).
 
 The estimate's error is bounded without assumptions on the data: the query's quantisation error
 ``|p - s_p a_p| |b|`` (Cauchy-Schwarz, each list's largest |b|), the float32 rounding of FAISS's decoding
