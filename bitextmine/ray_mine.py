@@ -98,8 +98,8 @@ class _SearchActor:
         D, I = np.full((len(qs), k), -np.inf, np.float32), np.full((len(qs), k), -1, np.int64)
         for a, index in self.built.get(key, []):
             if plan["kind"] == "centred":
-                shift = self.plans[key].means[plan["sides"][0]]
-                d, i = _search_ivf_by_list(index, qs, k, _ivf_query_rows(block_rows, plan["nprobe"], qs.dim), None, shift=shift)
+                probe = self.plans[key]._probe(plan["sides"][0], len(qs), plan["nprobe"])  # as the local search probes
+                d, i = _search_ivf_by_list(index, qs, k, _ivf_query_rows(block_rows, plan["nprobe"], qs.dim), None, probe=probe)
             else:
                 d, i = _search(index, False, qs, k, block_rows, None)
             D, I = _merge([D, d], [I, np.where(i >= 0, i + a, -1)], k)

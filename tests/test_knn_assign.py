@@ -70,3 +70,41 @@ def test_same_lists_as_the_faiss_quantizer(metric: int) -> None:
     x[3, 2] = np.nan  # a row FAISS must judge: all of the block goes to FAISS's search
     with _Workers(2) as workers:
         np.testing.assert_array_equal(_assign(q, x, 32, workers)[4:], want[4:])  # FAISS's own order
+
+
+def test_int8_estimates_rank_the_lists_of_centred_probing() -> None:
+    """With the centroids as int8 codes (centred probing) the lists are the p largest int8 estimates (ties by id, the
+    largest first), within the codes' error of float32's ranking, the same through int8 or float32 products of the
+    codes (every machine), for one list (filing) as for the nearest of p (probing), on any number of threads."""
+    from bitextmine.knn.assign import Int8Centroids
+
+    rng = np.random.default_rng(11)
+    c = (0.3 * rng.standard_normal((700, 48))).astype(np.float32)
+    x = (c[rng.integers(0, 700, 5000)] + 0.2 * rng.standard_normal((5000, 48))).astype(np.float32)
+    half = 0.5 * np.einsum("ij,ij->i", c, c)
+    q = faiss.IndexFlatL2(48)
+    q.add(c)
+    coded = Int8Centroids(c)
+    est = coded.products(x)
+    # the estimates of x.c: within the int8 codes' error (|x - x~| |c| + |x~| |c - c~|, each under half a step a coordinate)
+    err = np.abs(est - x @ c.T)
+    step_x, step_c = np.abs(x).max(1) / 127, np.abs(c).max(1) / 127
+    limit = 0.5 * np.sqrt(48) * (step_x[:, None] * np.linalg.norm(c, axis=1)[None, :] + step_c[None, :] * np.linalg.norm(x, axis=1)[:, None])
+    assert (err <= limit * 1.01 + 1e-6).all() and err.max() > 0
+    coded.int8 = not coded.int8  # the other product of the same codes: the same bits
+    np.testing.assert_array_equal(coded.products(x), est)
+    coded.int8 = not coded.int8
+    with _Workers(2) as two, _Workers(1) as one:
+        got = _assign(q, x, 40, two, coded)
+        np.testing.assert_array_equal(_assign(q, x, 40, one, coded), got)
+        filed = _assign(q, x, 1, two, coded)
+    S = est - half[None, :]
+    order = np.lexsort((np.broadcast_to(np.arange(len(c)), S.shape), -S), axis=1)[:, :40]
+    _same(got, order)
+    np.testing.assert_array_equal(filed[:, 0], got[:, 0])
+    exact = x @ c.T - half[None, :]  # float32's ranking: the lists that differ score within the error of its 40th
+    kth = -np.partition(-exact, 39, axis=1)[:, 39]
+    differ = np.sort(got, axis=1) != np.sort(np.argsort(-exact, axis=1, kind="stable")[:, :40], axis=1)
+    assert 0 < differ.any(axis=1).mean() < 0.5
+    chosen = np.take_along_axis(exact, got, axis=1)
+    assert (chosen >= kth[:, None] - 2 * limit.max(axis=1)[:, None]).all()

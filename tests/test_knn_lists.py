@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from bitextmine.knn import centred, knn_pair
+from bitextmine.knn.assign import _assign
 from bitextmine.knn.fuse import _fuse
 from bitextmine.knn.sources import ArrayBlocks
+from bitextmine.knn.workers import _Workers
 
 
 def _unit(a: np.ndarray) -> np.ndarray:
@@ -104,7 +106,8 @@ def test_lists_sized_beforehand_hold_what_adding_block_by_block_holds(codes: str
     built = coarse.build(ArrayBlocks(y), 1, 4, 700)
     plain = faiss.clone_index(built)
     plain.reset()
-    lists = coarse.quantizer.search(np.ascontiguousarray(y - coarse.means[1]), 1)[1].ravel()
+    with _Workers(2) as workers:  # the coarse quantizer's own filing (lists ranked by int8 estimates)
+        lists = _assign(coarse.quantizer, np.ascontiguousarray(y - coarse.means[1]), 1, workers, coarse.coded).ravel()
     for a in range(0, len(y), 700):  # block by block, as before
         xb, lb = np.ascontiguousarray(y[a : a + 700]), np.ascontiguousarray(lists[a : a + 700], dtype=np.int64)
         plain.add_core(len(xb), faiss.swig_ptr(xb), None, faiss.swig_ptr(lb))

@@ -19,7 +19,8 @@ import faiss
 import numpy as np
 
 from ..errors import InputError
-from .bylist import _assign, _search_ivf_by_list, reserve_lists
+from .assign import Int8Centroids, _assign
+from .bylist import _search_ivf_by_list, reserve_lists
 from .policy import _auto_nprobe, _default_train_size, _ivf_query_rows
 from .sources import BlockSource, _blocks, _sample_rows
 from .workers import _Workers, release_free_memory
@@ -81,6 +82,7 @@ class _Coarse:
         self.nlist, self.codes = _centred_spec(spec)  # type: ignore[misc]
         self.quantizer = faiss.IndexFlatL2(d)
         self.quantizer.add(np.ascontiguousarray(centroids, dtype=np.float32))
+        self.coded = Int8Centroids(self.quantizer.reconstruct_n(0, self.nlist)) if Int8Centroids.exact(d) else None  # .assign
         self.means = means
         self.samples = samples  # per side (at most 32,768 rows), for training scalar quantizers
         # Assignments kept between the two directions of knn_pair (``share``): a side's rows are
@@ -139,10 +141,10 @@ class _Coarse:
                 for xb in _blocks(db, block_rows):
                     r1 = r0 + len(xb)
                     if probes is not None:  # this side is probed the other way: assign its probes now
-                        probes[r0:r1] = _assign(self.quantizer, xb - self.means[side], nprobe, workers)
+                        probes[r0:r1] = _assign(self.quantizer, xb - self.means[side], nprobe, workers, self.coded)
                         filed[r0:r1] = probes[r0:r1, 0]
                     else:
-                        filed[r0:r1] = _assign(self.quantizer, xb - self.means[side], 1, workers).ravel()
+                        filed[r0:r1] = _assign(self.quantizer, xb - self.means[side], 1, workers, self.coded).ravel()
                     r0 = r1
                 if self.share:
                     self._filed[side] = filed  # filed again without assigning
@@ -169,7 +171,7 @@ class _Coarse:
         def probe(q0: int, xq: np.ndarray, workers: _Workers) -> np.ndarray:
             if cached is not None:
                 return cached[q0 : q0 + len(xq)].astype(np.int64)
-            lists = _assign(self.quantizer, xq - self.means[side], nprobe, workers)
+            lists = _assign(self.quantizer, xq - self.means[side], nprobe, workers, self.coded)
             if filed is not None:
                 filed[q0 : q0 + len(xq)] = lists[:, 0]
                 if q0 + len(xq) == n:
