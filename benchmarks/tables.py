@@ -118,7 +118,7 @@ def mine_nprobe(r: dict) -> str:
 
 
 TABLES = (("encode-speed", encode_speed), ("encode-speed-check", encode_speed), ("encode-speed-compile", encode_speed), ("encode-gpu", encode_gpu), ("encode-accuracy", encode_accuracy),
-          ("encode-memory", encode_memory), ("mine", mine), ("mine-gpu-host", mine), ("mine-1m-14j", mine), ("mine-1m-14l", mine), ("mine-1m-14m", mine), ("mine-1m-12m", mine), ("mine-1m-14p", mine), ("mine-1m-14r", mine), ("mine-1m-14w", mine),
+          ("encode-memory", encode_memory), ("mine", mine), ("mine-gpu-host", mine), ("mine-1m-14j", mine), ("mine-1m-14l", mine), ("mine-1m-14m", mine), ("mine-1m-12m", mine), ("mine-1m-14p", mine), ("mine-1m-14r", mine), ("mine-1m-14w", mine), ("mine-1m-14s39", mine),
           ("mine-nprobe", mine_nprobe))
 
 
