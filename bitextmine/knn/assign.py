@@ -15,8 +15,9 @@ Centred probing (:mod:`.centred`) ranks the lists by int8 estimates instead (:cl
 row and each centroid as int8 codes with its own scale, their products exact integers (``torch._int_mm`` on
 CPUs with int8 matrix units, 2.5x the float32 rate at 1,024 lists; elsewhere a float32 product of the codes,
 exact too below :data:`CODES_DIM`), scaled back in float32: the same lists on every machine and for any threads
-or block sizes; with them :func:`_nearest` beats FAISS's heap up to :data:`MAX_CODED_LISTS` lists. Which lists a row probes is the search's own approximation, not a result to reproduce: the
-estimates may swap lists that score within ~1e-3 |x| |c| of each other (at the p-th or the nearest).
+or block sizes; with them :func:`_nearest` beats FAISS's heap up to :data:`MAX_CODED_LISTS` lists. Which lists
+a row probes is the search's own approximation, not a result to reproduce: the estimates may swap lists that
+score within ~1e-3 |x| |c| of each other (at the p-th or the nearest).
 100k x 100k (``benchmarks/mine_speed.py``'s two sets, IVF1024, 64 probes, AVX512-VNNI EPYC, 2 threads): the
 assignments 1.6 -> 1.15 s; exact's true pairs found 99.402 -> 99.399% (structured), 99.962 -> 99.963% (near-isotropic).
 """
