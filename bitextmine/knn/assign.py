@@ -14,7 +14,7 @@ FAISS's own search (float32 products too) ranks the same way up to the last bits
 Centred probing (:mod:`.centred`) ranks the lists by int8 estimates instead (:class:`Int8Centroids`): each
 row and each centroid as int8 codes with its own scale, their products exact integers (``torch._int_mm`` on
 CPUs with int8 matrix units, 2.5x the float32 rate at 1,024 lists; elsewhere a float32 product of the codes,
-exact too below :data:`CODES_DIM`), scaled back in float32: the same lists on every machine and for any threads
+exact too up to :data:`.int8.CODES_DIM`), scaled back in float32: the same lists on every machine and for any threads
 or block sizes; with them :func:`_nearest` beats FAISS's heap up to :data:`MAX_CODED_LISTS` lists. Which lists
 a row probes is the search's own approximation, not a result to reproduce: the estimates may swap lists that
 score within ~1e-3 |x| |c| of each other (at the p-th or the nearest).
@@ -26,6 +26,7 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
+from .int8 import CODES_DIM, int8_ready
 from .workers import _single_blas, _torch_single, _Workers
 
 #: Lists up to which :func:`_nearest` selects faster than FAISS's heap (64 probes, one thread, 4,096 rows:
@@ -34,8 +35,6 @@ MAX_LISTS = 2048
 #: ... and up to which it does with int8 estimates (:class:`Int8Centroids`; 4,096 rows, one thread: 109 against
 #: 208 ms at 4,096 lists and 64 probes, 394 against 734 at 16,384 lists and 256 probes, even at 65,536).
 MAX_CODED_LISTS = 16384
-#: Dimensions up to which int8 codes' products (at most d 127^2) are exact in float32: below 2^24.
-CODES_DIM = (2**24 - 1) // 127**2
 #: Bytes of products :func:`_nearest` selects from at once (1,024 rows at 1,024 lists): its passes over them
 #: then run in cache (AVX512 EPYC, one thread, 64 of 1,024 k-means lists of the structured benchmark data:
 #: 55 against 60 ms for 4,096 rows at once).
@@ -60,8 +59,6 @@ class Int8Centroids:
     """A flat quantizer's centroids as int8 codes, one scale a centroid (torch), for :func:`_assign`."""
 
     def __init__(self, centroids: np.ndarray) -> None:
-        from .int8 import int8_ready
-
         self.codes, self.scale = _codes(centroids)
         self.int8 = int8_ready()  # else the codes' float32 product (exact: integer sums below 2^24)
 

@@ -200,7 +200,7 @@ class _Coarse:
 def _kmeans(train: np.ndarray, nlist: int, seed: int, spherical: bool, init: np.ndarray | None = None,
             niter: int = KMEANS_ITER) -> np.ndarray:
     """(nlist, d) centroids of ``train`` after ``niter`` iterations from a random start, or from ``init``
-    (normalised when ``spherical``): :func:`.kmeans.kmeans` (int8 estimates), FAISS's k-means past :data:`.assign.CODES_DIM`."""
+    (normalised when ``spherical``): :func:`.kmeans.kmeans` (int8 estimates), FAISS's k-means past :data:`.int8.CODES_DIM`."""
     if Int8Centroids.exact(train.shape[1]):
         return kmeans(train, nlist, seed, spherical, init, niter)
     km = faiss.Kmeans(train.shape[1], nlist, niter=niter, seed=seed, spherical=spherical, min_points_per_centroid=1,
